@@ -34,6 +34,8 @@ class DeviceSection(_Section):
     officer_id: str = Field(default="", max_length=64)
     board: Literal["sim", "pi"] = "sim"
     state_dir: Path = Path("/var/lib/bodycam")
+    # Volatile status (status.json) for the view, tests and health checks.
+    runtime_dir: Path = Path("/run/bodycam")
 
 
 class VideoSection(_Section):
@@ -115,6 +117,9 @@ class KeysSection(_Section):
 
 class SimSection(_Section):
     speed: float = Field(default=1.0, gt=0, le=1000)
+    # "encoder": real H.264 from a synthetic scene (PyAV/libx264). "synthetic": frames of the
+    # right sizes and cadence without encoding, for benchmarks and large fleets.
+    camera: Literal["encoder", "synthetic"] = "encoder"
     battery_percent: float = Field(default=100.0, ge=0, le=100)
     battery_hours: float = Field(default=12.0, gt=0, le=100)
     storage_quota_mb: float = Field(default=4096.0, gt=0)

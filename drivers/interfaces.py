@@ -12,10 +12,10 @@ else is called from the daemon's event loop thread and must not block for long.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol, Self
+from typing import Any, Protocol, Self
 
 
 class HardwareError(Exception):
@@ -184,6 +184,11 @@ class Board:
     function_button: DigitalInput | None = None
     power_switch: DigitalInput | None = None
     power_load: PowerLoad | None = None
+    # Background work the board needs while the daemon runs (the simulator's world socket,
+    # a dock watcher): (task name, coroutine factory), run in the daemon's task group.
+    services: list[tuple[str, Callable[[], Coroutine[Any, Any, None]]]] = field(
+        default_factory=list
+    )
     closers: list[Callable[[], None]] = field(default_factory=list)
 
     def close(self) -> None:

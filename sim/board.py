@@ -1,0 +1,91 @@
+"""The simulated board: every part of a camera, no hardware.
+
+The LEDs, beeper and buttons are the real gpiozero drivers on MockFactory pins; the camera
+encodes real H.264; the battery drains by load; the card has a quota. ``SimBoard.world``
+plays the officer and the environment (buttons, holster, battery, dock).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from bodycam.daemon.config import Config
+from bodycam.drivers.gpio import GpioBeeper, GpioInput, GpioLed
+from bodycam.drivers.interfaces import Board
+from bodycam.sim.battery import SimBattery
+from bodycam.sim.camera import SimCamera
+from bodycam.sim.clock import SimClock
+from bodycam.sim.gpio import PINS, SimWorld, make_factory
+from bodycam.sim.storage import SimStorage
+from bodycam.sim.synthetic_camera import SyntheticCamera
+
+
+@dataclass
+class SimBoard(Board):
+    """A Board with handles on the simulated world."""
+
+    world: SimWorld = field(default=None)  # type: ignore[assignment]
+    sim_clock: SimClock = field(default=None)  # type: ignore[assignment]
+    sim_battery: SimBattery = field(default=None)  # type: ignore[assignment]
+    sim_storage: SimStorage = field(default=None)  # type: ignore[assignment]
+    sim_camera: SimCamera | SyntheticCamera = field(default=None)  # type: ignore[assignment]
+
+
+def build_sim_board(config: Config, *, clock: SimClock | None = None) -> SimBoard:
+    """Assemble the simulated camera described by ``config`` (its ``[sim]`` section)."""
+    sim = config.sim
+    clock = clock or SimClock(sim.speed, clock_set=sim.clock_set)
+    factory = make_factory(clock)
+    debounce = config.buttons.debounce_s
+    red = GpioLed("red LED", PINS["red_led"], pin_factory=factory)
+    green = GpioLed("green LED", PINS["green_led"], pin_factory=factory)
+    beeper = GpioBeeper("beeper", PINS["beeper"], pin_factory=factory)
+    record = GpioInput(
+        "record button", PINS["record_button"], debounce_s=debounce, pin_factory=factory
+    )
+    function = GpioInput(
+        "function button", PINS["function_button"], debounce_s=debounce, pin_factory=factory
+    )
+    power = GpioInput("power switch", PINS["power_switch"], pin_factory=factory)
+    triggers = [
+        GpioInput(part, PINS[part], debounce_s=debounce, pin_factory=factory)
+        for part in ("trigger:holster", "trigger:vehicle")
+    ]
+    world = SimWorld(factory)
+    world.set_input("power_switch", sim.power_on)
+    battery = SimBattery(clock, percent=sim.battery_percent, hours=sim.battery_hours)
+    clips = config.clips_dir
+    storage = SimStorage(clips, quota_bytes=int(sim.storage_quota_mb * 1024 * 1024))
+    camera: SimCamera | SyntheticCamera
+    if sim.camera == "synthetic":
+        camera = SyntheticCamera(config.video.format(), clock)
+    else:
+        camera = SimCamera(config.video.format(), clock, stall_after_s=sim.camera_stall_after_s)
+    board = SimBoard(
+        name="sim",
+        camera=camera,
+        red_led=red,
+        green_led=green,
+        beeper=beeper,
+        record_button=record,
+        battery=battery,
+        clock=clock,
+        storage=storage,
+        triggers=triggers,
+        function_button=function,
+        power_switch=power,
+        power_load=battery,
+        world=world,
+        sim_clock=clock,
+        sim_battery=battery,
+        sim_storage=storage,
+        sim_camera=camera,
+    )
+    for part in (red, green, beeper, record, function, power, *triggers):
+        board.closers.append(part.close)
+    if sim.control_socket is not None:
+        from bodycam.sim.world_server import serve_world
+
+        socket_path = sim.control_socket
+        board.services.append(("sim-world", lambda: serve_world(board, socket_path)))
+    return board

@@ -1,0 +1,75 @@
+"""Simulated GPIO: gpiozero's MockFactory with pins that also log simulated time.
+
+gpiozero's MockPin records each change with real-time gaps, which is what its
+``assert_states_and_times`` checks. The simulator runs faster than real time, so each pin
+here also keeps a timeline in the board clock's seconds: the same LED and beeper code drives
+them, and a test reads the timeline the officer would have seen.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from gpiozero.pins.mock import MockFactory, MockPin
+
+from bodycam.drivers.interfaces import Clock
+
+# Pins of the simulated board (BCM numbering, as a Pi camera HAT might wire them).
+PINS: dict[str, int] = {
+    "red_led": 17,
+    "green_led": 27,
+    "beeper": 22,
+    "record_button": 5,
+    "function_button": 6,
+    "power_switch": 26,
+    "trigger:holster": 13,
+    "trigger:vehicle": 19,
+}
+
+
+class TimelinePin(MockPin):  # type: ignore[misc]
+    """A MockPin that also records ``(clock seconds, state)`` for every change."""
+
+    clock: Clock  # set on the per-board subclass made by ``make_factory``
+
+    def __init__(self, factory: Any, info: Any) -> None:
+        self.timeline: list[tuple[float, bool]] = []
+        self._timeline_lock = threading.Lock()
+        super().__init__(factory, info)
+
+    def _change_state(self, value: bool) -> bool:
+        changed = bool(super()._change_state(value))
+        if changed:
+            with self._timeline_lock:
+                self.timeline.append((self.clock.monotonic(), bool(value)))
+        return changed
+
+    def timeline_since(self, t0: float) -> list[tuple[float, bool]]:
+        with self._timeline_lock:
+            return [(t, state) for t, state in self.timeline if t >= t0]
+
+
+def make_factory(clock: Clock) -> MockFactory:
+    """A MockFactory whose pins keep a timeline in ``clock`` time."""
+    pin_class = type("BoardTimelinePin", (TimelinePin,), {"clock": clock})
+    return MockFactory(pin_class=pin_class)
+
+
+class SimWorld:
+    """The outside world of the simulated board: an officer's hand on the buttons."""
+
+    def __init__(self, factory: MockFactory) -> None:
+        self._factory = factory
+
+    def pin(self, part: str) -> TimelinePin:
+        pin: TimelinePin = self._factory.pin(PINS[part])
+        return pin
+
+    def set_input(self, part: str, active: bool) -> None:
+        # Inputs are wired to ground with a pull-up: active means the pin is driven low.
+        pin = self.pin(part)
+        if active:
+            pin.drive_low()
+        else:
+            pin.drive_high()

@@ -1,0 +1,130 @@
+"""Fixtures for running the whole daemon on the simulated board."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import av
+import pytest
+
+from bodycam.daemon.app import load_keys, make_device, recover, serve
+from bodycam.daemon.config import Config, load_config
+from bodycam.daemon.device import Device
+from bodycam.daemon.evidence.export import export_clip
+from bodycam.daemon.evidence.keys import load_force_private_key
+from bodycam.sim.actions import perform
+from bodycam.sim.board import SimBoard, build_sim_board
+from bodycam.sim.run import prepare_keys
+from bodycam.sim.scene import read_frame_counter
+
+
+@dataclass
+class SimRig:
+    """A camera on the simulated board, its keys, and the world around it."""
+
+    config: Config
+    out: Path
+    force_dir: Path
+
+    @property
+    def device_pub(self) -> Path:
+        return self.config.key_path(self.config.keys.device_key).with_suffix(".pub")
+
+    def clip_dirs(self) -> list[Path]:
+        return sorted(p for p in self.config.clips_dir.iterdir() if p.is_dir())
+
+    def export(self, clip: Path) -> Path:
+        out = self.out / "exported" / f"{clip.name}.ts"
+        out.parent.mkdir(exist_ok=True)
+        export_clip(clip, load_force_private_key(self.force_dir / "force.key"), out)
+        return out
+
+
+def make_rig(tmp_path: Path, **sections: dict[str, Any]) -> SimRig:
+    overrides: dict[str, dict[str, Any]] = {
+        "device": {"state_dir": str(tmp_path / "camera"), "runtime_dir": str(tmp_path / "run")},
+        "video": {"width": 320, "height": 240, "fps": 30, "bitrate": 600_000, "gop": 30},
+        "recording": {"pre_event_s": 3.0, "segment_s": 2.0},
+        "sim": {"speed": 4.0},
+    }
+    for name, values in sections.items():
+        overrides.setdefault(name, {}).update(values)
+    config = load_config(None).with_overrides(**overrides)
+    force_dir = prepare_keys(tmp_path, config)
+    return SimRig(config, tmp_path, force_dir)
+
+
+async def run_scenario(
+    rig: SimRig, steps: list[tuple[float, dict[str, Any]]], *, end: float
+) -> tuple[Device, SimBoard]:
+    """Run the daemon in-process, play ``steps`` at simulated times, stop at ``end``."""
+    keys = load_keys(rig.config)
+    recover(rig.config, keys)
+    board = build_sim_board(rig.config)
+    device = make_device(rig.config, board, keys)
+    stop = asyncio.Event()
+
+    async def script() -> None:
+        clock = board.sim_clock
+        t0 = clock.monotonic()
+        for at, action in steps:
+            await clock.sleep(t0 + at - clock.monotonic())
+            await perform(board, action)
+        await clock.sleep(t0 + end - clock.monotonic())
+        stop.set()
+
+    try:
+        async with asyncio.timeout(120):
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(serve(device, stop=stop, handle_signals=False))
+                tg.create_task(script())
+    finally:
+        board.close()
+    return device, board
+
+
+def decoded_counters(path: Path) -> list[int | None]:
+    """Decode a .ts with PyAV and read the burned-in frame counter of every frame."""
+    counters: list[int | None] = []
+    with av.open(str(path)) as container:
+        for frame in container.decode(video=0):
+            counters.append(read_frame_counter(frame.to_ndarray(format="gray")))
+    return counters
+
+
+def ffprobe(path: Path) -> dict[str, Any]:
+    """ffprobe's own reading of a file: stream facts and any error it reports."""
+    exe = shutil.which("ffprobe")
+    assert exe is not None, "ffprobe is installed by ./dev test (apt package ffmpeg)"
+    proc = subprocess.run(
+        [
+            exe,
+            "-v",
+            "error",
+            "-count_frames",
+            "-show_entries",
+            "stream=codec_name,width,height,nb_read_frames:format=format_name,duration",
+            "-of",
+            "json",
+            str(path),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    facts: dict[str, Any] = json.loads(proc.stdout)
+    facts["errors"] = proc.stderr.strip()
+    return facts
+
+
+@pytest.fixture
+def rig(tmp_path: Path) -> SimRig:
+    return make_rig(tmp_path)
