@@ -154,8 +154,10 @@ class Device:
                 for name, factory in self.board.services:
                     services.append(tg.create_task(factory(), name=name))
                 if self._notifier is not None:
-                    self._notifier.ready(f"{self.machine.state}")
+                    self._notifier.ready(self.machine.state.name)
                 await control
+                # The sensor task lives in the group too: stop it with the services.
+                self._stop_sensor()
                 for task in services:
                     task.cancel()
         finally:
@@ -208,6 +210,9 @@ class Device:
         if isinstance(action, sm.SetLed):
             self.scheduler.set_led(now, action.pattern)
             self.player.wake()
+        elif isinstance(action, sm.SilenceBeeps):
+            self.scheduler.silence(now)
+            self.player.wake()
         elif isinstance(action, sm.PlayBeeps):
             self.scheduler.play(now, action.pattern)
             self.player.wake()
@@ -222,13 +227,13 @@ class Device:
         elif isinstance(action, sm.StopSensor):
             self._stop_sensor()
         elif isinstance(action, sm.StateChanged):
-            log.info("state %s -> %s (%s)", action.old, action.new, action.reason)
+            log.info("state %s -> %s (%s)", action.old.name, action.new.name, action.reason)
             if self.board.power_load is not None:
                 self.board.power_load.set_load(str(action.new).lower())
             if self._notifier is not None:
-                self._notifier.status(str(action.new))
+                self._notifier.status(action.new.name)
         elif isinstance(action, sm.WarningsChanged):
-            names = ", ".join(sorted(str(w) for w in action.warnings)) or "none"
+            names = ", ".join(sorted(w.name for w in action.warnings)) or "none"
             log.warning("warnings: %s", names) if action.warnings else log.info("warnings cleared")
         else:
             log.info("%s", action)
@@ -292,8 +297,8 @@ class Device:
 
     def _refresh_status(self) -> None:
         s = self.status
-        s.state = str(self.machine.state)
-        s.warnings = sorted(str(w) for w in self.machine.warnings)
+        s.state = self.machine.state.name
+        s.warnings = sorted(w.name for w in self.machine.warnings)
         s.stealth = self.machine.stealth
         s.recording = self.recorder.recording
         if self._on_change is not None:
@@ -313,7 +318,7 @@ class Device:
         while True:
             # Only a live loop with a live writer counts as healthy.
             if self.recorder.writer_alive:
-                self._notifier.watchdog()
+                notifier.watchdog()
             await asyncio.sleep(interval)
 
     async def _shutdown(self) -> None:

@@ -176,14 +176,12 @@ class IndicatorScheduler:
                 self._push(self._blink.pop())
             self._push(Edge(t, self._blink.output, on=False))
         self._led = pattern
-        output = _LED_OUTPUT[pattern]
+        output, cfg = _LED_OUTPUT[pattern], self._cfg
         if output is None:
             self._blink = None
         elif pattern == LedPattern.RECORDING:
-            cfg = self._cfg
             self._blink = _Blink(output, t, cfg.recording_led_on_s, cfg.recording_led_period_s)
         else:
-            cfg = self._cfg
             self._blink = _Blink(output, t, cfg.buffering_led_on_s, cfg.buffering_led_period_s)
 
     def play(self, t: float, pattern: BeepPattern) -> float:

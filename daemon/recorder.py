@@ -24,6 +24,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 
+from bodycam.daemon.events import FailureReason
 from bodycam.daemon.evidence.writer import ClipInfo, ClipWriter, SealedSegment
 from bodycam.daemon.mux import SegmentMuxer
 from bodycam.daemon.ring import PreEventRing
@@ -69,7 +70,7 @@ class ClipFinished:
 
 @dataclass(frozen=True)
 class RecorderFault:
-    reason: str  # "storage_full" | "write_error"
+    reason: FailureReason
     detail: str
 
 
@@ -160,7 +161,7 @@ class _Writer(threading.Thread):
         try:
             action()
         except OSError as exc:
-            reason = "storage_full" if exc.errno == errno.ENOSPC else "write_error"
+            reason: FailureReason = "storage_full" if exc.errno == errno.ENOSPC else "write_error"
             detail = f"storage: {exc.strerror or exc} ({reason.replace('_', ' ')})"
             log.error("recording stopped: %s", detail)
             self._fail(reason, detail)
@@ -168,7 +169,7 @@ class _Writer(threading.Thread):
             log.exception("recording stopped by an internal error")
             self._fail("write_error", f"internal error: {exc}")
 
-    def _fail(self, reason: str, detail: str) -> None:
+    def _fail(self, reason: FailureReason, detail: str) -> None:
         self._notify(RecorderFault(reason, detail))
         # Every fault ends with ClipFinished, so the state machine never waits for it.
         if self._clip is None:

@@ -281,12 +281,15 @@ class StateMachine:
                 self._pending_start = name
                 return [Notice(f"{name} while finalizing: recording starts after the close")]
             case State.ASLEEP if self._can_wake():
-                refusal = self._refusal()
-                if refusal is None:
+                if self._refusal() is None:
                     # Nothing was buffered while asleep: the clip starts now.
                     return self._start_recording(t, name, name)
-                # Awake, so that the refusal can be heard and the warning keeps sounding.
-                return self._go(t, State.BUFFERING, name) + refusal
+                # Only a full card can refuse here. Waking sounds its warning (now and at
+                # its interval), which is the refusal the officer hears.
+                return [
+                    *self._go(t, State.BUFFERING, name),
+                    Notice(f"{name} refused: storage full"),
+                ]
         return []
 
     def _on_battery(self, t: float, percent: float, charging: bool) -> list[Action]:
@@ -307,9 +310,10 @@ class StateMachine:
         return actions
 
     def _on_clip_closed(self, t: float, reason: str) -> list[Action]:
+        if reason == ROLLOVER_REASON:
+            # Only the first half of a rollover, even if it lands while we are finalizing.
+            return []
         if self._state == State.RECORDING:
-            if reason == ROLLOVER_REASON:
-                return []
             # The recorder ended the clip on its own: tell the officer it stopped.
             self._clean_close = False
             middle = self._beep(BeepPattern.STOP)

@@ -81,7 +81,8 @@ def build_sim_board(config: Config, *, clock: SimClock | None = None) -> SimBoar
         sim_storage=storage,
         sim_camera=camera,
     )
-    for part in (red, green, beeper, record, function, power, *triggers):
+    parts: list[GpioLed | GpioBeeper | GpioInput] = [red, green, beeper, record, function, power]
+    for part in [*parts, *triggers]:
         board.closers.append(part.close)
     if sim.control_socket is not None:
         from bodycam.sim.world_server import serve_world

@@ -11,7 +11,6 @@ holds.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Final
@@ -100,7 +99,7 @@ def remove_stale_temporaries(directory: Path) -> list[str]:
     removed = []
     for name in (f".{MANIFEST_NAME}.tmp", f".{SIGNATURE_NAME}.tmp"):
         try:
-            os.unlink(directory / name)
+            (directory / name).unlink()
         except FileNotFoundError:
             continue
         removed.append(name)

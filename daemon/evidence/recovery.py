@@ -68,8 +68,18 @@ class RecoveryReport:
     manifest_written: bool = False
     problems: list[str] = field(default_factory=list)
 
+    def summary(self) -> str:
+        """One line for the log: what was sealed, dropped, written, and what is wrong."""
+        parts = [f"sealed {', '.join(self.recovered_segments) or 'nothing'}"]
+        if self.discarded:
+            parts.append(f"discarded {'; '.join(self.discarded)}")
+        parts.append("manifest written" if self.manifest_written else "no manifest written")
+        if self.problems:
+            parts.append(f"problems: {'; '.join(self.problems)}")
+        return ", ".join(parts)
 
-class _Blocked(Exception):
+
+class _BlockedError(Exception):
     """The clip is in a state recovery does not understand: report it, change nothing more."""
 
 
@@ -100,7 +110,7 @@ def recover_clips(
         reports.append(recover_clip(entry, signing_key=signing_key, now_utc=now_utc))
     for report in reports:
         log = _log.warning if report.problems else _log.info
-        log("recovery of %s: %s", report.directory.name, report)
+        log("recovery of %s: %s", report.directory.name, report.summary())
     return reports
 
 
@@ -118,12 +128,15 @@ def _finished_problem(directory: Path, signing_key: Ed25519PrivateKey) -> str | 
 def _remove_unborn(directory: Path) -> RecoveryReport:
     """A clip directory that crashed before its rename into place holds no footage."""
     report = RecoveryReport(None, directory)
-    names = sorted(os.listdir(directory))
-    if any(name.startswith("seg-") for name in names):
+    if any(child.name.startswith("seg-") for child in directory.iterdir()):
         report.problems.append(f"{directory.name}: holds segment files; left alone")
         return report
-    shutil.rmtree(directory)
-    fsync_dir(directory.parent)
+    try:
+        shutil.rmtree(directory)
+        fsync_dir(directory.parent)
+    except OSError as exc:
+        report.problems.append(f"{directory.name}: cannot remove: {exc.strerror}")
+        return report
     report.discarded.append(f"{directory.name}: clip never started (no footage)")
     return report
 
@@ -141,12 +154,19 @@ def recover_clip(
     report.clip_id = journal.open.clip_id
     try:
         unjournaled, part = _plan(directory, journal)
-    except _Blocked as exc:
+    except _BlockedError as exc:
         report.problems.append(f"{exc}; nothing changed")
         return report
     _check_journaled_files(directory, journal, report)
     try:
-        _finish(directory, journal, unjournaled, part, signing_key, now_utc, report)
+        _finish(
+            journal,
+            unjournaled=unjournaled,
+            part=part,
+            signing_key=signing_key,
+            now_utc=now_utc,
+            report=report,
+        )
     except OSError as exc:
         where = exc.filename or directory
         report.problems.append(f"{where}: {exc.strerror}; run recovery again")
@@ -154,8 +174,8 @@ def recover_clip(
 
 
 def _finish(
-    directory: Path,
     journal: ClipJournal,
+    *,
     unjournaled: list[int],
     part: int | None,
     signing_key: Ed25519PrivateKey,
@@ -163,6 +183,7 @@ def _finish(
     report: RecoveryReport,
 ) -> None:
     """The steps that change the directory, each durable before the next."""
+    directory = journal.path.parent
     if journal.torn_bytes:
         _cut_torn_journal(journal)
         report.discarded.append(f"{JOURNAL_NAME}: torn last line ({journal.torn_bytes} bytes)")
@@ -182,7 +203,7 @@ def _finish(
         if closed is None:
             closed = _recovered_close(journal, seals, now_utc)
             writer.append(closed)
-    except _Blocked as exc:
+    except _BlockedError as exc:
         report.problems.append(f"{exc}; clip left without a manifest")
         return
     finally:
@@ -194,10 +215,10 @@ def _finish(
 
 
 def _plan(directory: Path, journal: ClipJournal) -> tuple[list[int], int | None]:
-    """Which sealed files lack a seal line, and which ``.part`` to finish; or _Blocked."""
+    """Which sealed files lack a seal line, and which ``.part`` to finish; or _BlockedError."""
     sealed: set[int] = set()
     parts: set[int] = set()
-    for name in os.listdir(directory):
+    for name in (child.name for child in directory.iterdir()):
         if match := SEGMENT_RE.match(name):
             sealed.add(int(match.group(1)))
         elif match := PART_RE.match(name):
@@ -205,12 +226,14 @@ def _plan(directory: Path, journal: ClipJournal) -> tuple[list[int], int | None]
     next_index = len(journal.seals)
     unjournaled = sorted(i for i in sealed if i >= next_index)
     if unjournaled != list(range(next_index, next_index + len(unjournaled))):
-        raise _Blocked(f"sealed segments {unjournaled} do not follow segment {next_index - 1}")
+        raise _BlockedError(f"sealed segments {unjournaled} do not follow segment {next_index - 1}")
     next_index += len(unjournaled)
     if journal.close is not None and (unjournaled or parts):
-        raise _Blocked("segment files newer than the journal's close line")
+        raise _BlockedError("segment files newer than the journal's close line")
     if len(parts) > 1 or (parts and parts != {next_index}):
-        raise _Blocked(f"unexpected .part files {sorted(parts)} (next segment is {next_index})")
+        raise _BlockedError(
+            f"unexpected .part files {sorted(parts)} (next segment is {next_index})"
+        )
     return unjournaled, (next_index if parts else None)
 
 
@@ -245,9 +268,9 @@ def _check_identity(name: str, prefix: IntactPrefix, journal: ClipJournal, index
     if header is None:
         return
     if header.clip_id != journal.clip_id:
-        raise _Blocked(f"{name}: belongs to clip {header.clip_id.hex()}")
+        raise _BlockedError(f"{name}: belongs to clip {header.clip_id.hex()}")
     if header.index != index:
-        raise _Blocked(f"{name}: header says segment {header.index}")
+        raise _BlockedError(f"{name}: header says segment {header.index}")
 
 
 def _sealed_entry(
@@ -284,7 +307,7 @@ def _seal_existing(
     name = segment_name(index)
     prefix, size = _scan(directory / name)
     if prefix.header is None:
-        raise _Blocked(f"{name}: sealed file without a valid header ({prefix.stopped_because})")
+        raise _BlockedError(f"{name}: sealed file without a valid header: {prefix.stopped_because}")
     _check_identity(name, prefix, journal, index)
     if prefix.length != size:
         report.problems.append(f"{name}: damaged after record {prefix.records}; kept as is")
@@ -322,7 +345,7 @@ def _seal_part(
     finally:
         os.close(fd)
     final = directory / segment_name(index)
-    os.rename(path, final)
+    path.rename(final)
     fsync_dir(directory)
     report.recovered_segments.append(final.name)
     return _sealed_entry(final, index, prefix.records, previous, journal)

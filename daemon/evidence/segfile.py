@@ -144,13 +144,12 @@ class SegmentReader:
 
     def __iter__(self) -> Iterator[Record]:
         while True:
+            start = self._reader.offset
             outcome = _read_record(self._reader)
             if outcome is None:
                 return
             if isinstance(outcome, str):
-                raise RecordError(
-                    f"record {self.records} at offset {self._reader.offset}: {outcome}"
-                )
+                raise RecordError(f"record {self.records} at offset {start}: {outcome}")
             offset, ciphertext = outcome
             yield Record(self.records, offset, ciphertext)
             self.records += 1

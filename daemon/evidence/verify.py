@@ -31,7 +31,7 @@ from bodycam.daemon.evidence.segfile import HeaderError, RecordError, SegmentRea
 
 _log = logging.getLogger(__name__)
 
-__all__ = ["ClipVerdict", "is_clip_dir", "verify_clip", "verify_path"]
+__all__ = ["ClipVerdict", "check_clip", "find_clip", "is_clip_dir", "verify_clip", "verify_path"]
 
 NO_MANIFEST = "no manifest: still recording or not recovered"
 
@@ -63,6 +63,17 @@ def verify_clip(directory: Path, *, device_key: Ed25519PublicKey | None = None) 
     Raises:
         EvidenceError: ``directory`` is not a directory.
     """
+    return check_clip(directory, device_key=device_key)[0]
+
+
+def check_clip(
+    directory: Path, *, device_key: Ed25519PublicKey | None = None
+) -> tuple[ClipVerdict, Manifest | None]:
+    """:func:`verify_clip`, also returning the very manifest that was checked (if parsed).
+
+    Export uses it so that what it decrypts is described by the bytes whose signature was
+    checked, not by a second read of the file.
+    """
     if not directory.is_dir():
         raise EvidenceError(f"{directory}: not a clip directory")
     verdict = ClipVerdict(directory, None, ok=False, pinned=device_key is not None)
@@ -71,11 +82,11 @@ def verify_clip(directory: Path, *, device_key: Ed25519PublicKey | None = None) 
     except FileNotFoundError:
         verdict.clip_id = _clip_id_from_journal(directory)
         verdict.problems.append(NO_MANIFEST)
-        return verdict
+        return verdict, None
     except EvidenceError as exc:
         verdict.clip_id = _clip_id_from_journal(directory)
         verdict.problems.append(f"manifest: {exc}")
-        return verdict
+        return verdict, None
     verdict.clip_id = manifest.clip_id
     verdict.segments = len(manifest.segments)
     verdict.recovered_segments = sum(1 for s in manifest.segments if s.recovered)
@@ -87,12 +98,12 @@ def verify_clip(directory: Path, *, device_key: Ed25519PublicKey | None = None) 
         if problem is not None:
             _bad_segment(verdict, entry.name, problem)
     listed = {entry.name for entry in manifest.segments}
-    for name in sorted(os.listdir(directory)):
+    for name in sorted(child.name for child in directory.iterdir()):
         if name.startswith("seg-") and name not in listed:
             _bad_segment(verdict, name, "not listed in the manifest (added?)")
     _check_continues(directory, manifest, verdict)
     verdict.ok = not verdict.problems
-    return verdict
+    return verdict, manifest
 
 
 def _bad_segment(verdict: ClipVerdict, name: str, problem: str) -> None:

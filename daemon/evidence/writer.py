@@ -9,7 +9,6 @@ finish without the clip key, which exists only in this object's memory.
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import datetime as dt
 import hashlib
@@ -22,23 +21,20 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
-from pydantic import ValidationError
 
 from bodycam.daemon.evidence import crypto
 from bodycam.daemon.evidence.chain import chain_next, chain_start
+from bodycam.daemon.evidence.clipinfo import ClipInfo, clip_dir_name, first_error, open_event
 from bodycam.daemon.evidence.errors import EvidenceError
 from bodycam.daemon.evidence.fsio import fsync_dir, pwrite_all
 from bodycam.daemon.evidence.journal import JOURNAL_NAME, JournalWriter
-from bodycam.daemon.evidence.keys import fingerprint, public_key_b64
 from bodycam.daemon.evidence.manifest import build_manifest, write_manifest
 from bodycam.daemon.evidence.schema import (
     UNKNOWN_TIMESTAMP,
     CloseEvent,
-    EncryptionInfo,
     OpenEvent,
     SealedSegment,
     SealEvent,
-    VideoInfo,
     format_utc,
 )
 from bodycam.daemon.evidence.segfile import (
@@ -51,34 +47,13 @@ from bodycam.daemon.evidence.segfile import (
     part_name,
     segment_name,
 )
-from bodycam.drivers.interfaces import Storage, VideoFormat
+from bodycam.drivers.interfaces import Storage
 
 _log = logging.getLogger(__name__)
 
 __all__ = ["ClipInfo", "ClipWriter", "SealedSegment", "clip_dir_name"]
 
 CREATING_SUFFIX = ".creating"
-
-
-@dataclass(frozen=True)
-class ClipInfo:
-    """What the recorder knows about a clip when it starts."""
-
-    device_id: str
-    officer_id: str
-    firmware_version: str
-    trigger: str  # "button", "trigger:holster", "rollover", ...
-    pre_event_s: float  # configured pre-event length
-    video: VideoFormat
-    clock_set: bool
-    clock_offset_s: float | None
-    continues: str | None = None  # previous clip id when this clip is a rollover
-    continues_chain_head: str | None = None
-
-
-def clip_dir_name(started_utc: dt.datetime, clip_id: str) -> str:
-    """``20261122T101500Z-1a2b3c4d``: sorts by start time, unique by the clip id prefix."""
-    return f"{started_utc.astimezone(dt.UTC):%Y%m%dT%H%M%SZ}-{clip_id[:8]}"
 
 
 @dataclass
@@ -147,7 +122,14 @@ class ClipWriter:
         clip_id = clip_uuid.bytes
         clip_key = crypto.new_clip_key()
         wrapped = crypto.wrap_clip_key(clip_key, clip_id, force_key)
-        opened = _open_event(info, clip_uuid.hex, started_utc, signing_key, force_key, wrapped)
+        opened = open_event(
+            info,
+            clip_id=clip_uuid.hex,
+            started_utc=started_utc,
+            device_key=signing_key.public_key(),
+            force_key=force_key,
+            wrapped=wrapped,
+        )
         name = clip_dir_name(started_utc, clip_uuid.hex)
         clips_dir.mkdir(parents=True, exist_ok=True)
         final = clips_dir / name
@@ -298,7 +280,7 @@ class ClipWriter:
             self._broken = f"{seg.path}: {size} bytes on disk, {seg.size} written"
             raise EvidenceError(self._broken)
         try:
-            os.rename(seg.path, self.directory / name)
+            seg.path.rename(self.directory / name)
             fsync_dir(self.directory)
             sha = seg.sha256.hexdigest()
             chain = chain_next(self.chain_head, seg.index, sha, size)
@@ -372,7 +354,7 @@ class ClipWriter:
                 recovered_utc=None,
             )
         except ValueError as exc:
-            raise EvidenceError(f"clip {self.clip_id}: cannot close: {_first_error(exc)}") from None
+            raise EvidenceError(f"clip {self.clip_id}: cannot close: {first_error(exc)}") from None
         manifest = build_manifest(
             self._opened, self.segments, closed, self._signing_key.public_key()
         )
@@ -414,55 +396,3 @@ class ClipWriter:
         if self._segment is None:
             raise EvidenceError(f"{self.directory}: no segment is open")
         return self._segment
-
-
-def _first_error(exc: Exception) -> str:
-    if isinstance(exc, ValidationError) and exc.errors():
-        first = exc.errors()[0]
-        return f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']}"
-    return str(exc)
-
-
-def _open_event(
-    info: ClipInfo,
-    clip_id: str,
-    started_utc: dt.datetime,
-    signing_key: Ed25519PrivateKey,
-    force_key: X25519PublicKey,
-    wrapped: crypto.WrappedKey,
-) -> OpenEvent:
-    if (info.continues is None) != (info.continues_chain_head is None):
-        raise EvidenceError(
-            "cannot start a clip: continues and continues_chain_head go together "
-            "(a rollover clip must be linked to its predecessor's chain head)"
-        )
-    try:
-        video = info.video
-        return OpenEvent(
-            clip_id=clip_id,
-            device_id=info.device_id,
-            officer_id=info.officer_id,
-            firmware_version=info.firmware_version,
-            started_utc=format_utc(started_utc),
-            clock_set=info.clock_set,
-            clock_offset_s=info.clock_offset_s,
-            pre_event_s=info.pre_event_s,
-            trigger=info.trigger,
-            video=VideoInfo(
-                width=video.width,
-                height=video.height,
-                fps=video.fps,
-                bitrate=video.bitrate,
-                gop=video.gop,
-            ),
-            encryption=EncryptionInfo(
-                ephemeral_public_key=base64.b64encode(wrapped.ephemeral_public_key).decode(),
-                wrapped_key=base64.b64encode(wrapped.wrapped_key).decode(),
-                force_key_fingerprint=fingerprint(force_key),
-            ),
-            continues=info.continues,
-            continues_chain_head=info.continues_chain_head,
-            device_public_key=public_key_b64(signing_key.public_key()),
-        )
-    except ValueError as exc:
-        raise EvidenceError(f"cannot start a clip: {_first_error(exc)}") from None

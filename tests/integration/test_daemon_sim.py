@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 from pathlib import Path
+from typing import Any
 
 import av
 
@@ -15,8 +16,8 @@ from bodycam.daemon.evidence.verify import verify_path
 from bodycam.sim.board import SimBoard
 from tests.integration.conftest import SimRig, decoded_counters, ffprobe, make_rig, run_scenario
 
-PRESS = {"do": "double_press"}
-HOLD = {"do": "hold", "seconds": 3.5}
+PRESS: dict[str, Any] = {"do": "double_press"}
+HOLD: dict[str, Any] = {"do": "hold", "seconds": 3.5}
 
 
 def edges(board: SimBoard, part: str, value: bool) -> list[float]:
@@ -130,7 +131,7 @@ async def test_stalled_sensor_closes_clip_and_restarts(tmp_path: Path) -> None:
 
 
 async def test_critical_battery_seals_and_sleeps(rig: SimRig) -> None:
-    steps = [
+    steps: list[tuple[float, dict[str, Any]]] = [
         (2.0, PRESS),
         (5.0, {"do": "battery", "percent": 14}),
         (9.0, {"do": "battery", "percent": 3}),

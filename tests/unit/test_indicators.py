@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 
 import pytest
@@ -112,7 +113,7 @@ def test_patterns_queue_without_overlap() -> None:
     beeps = intervals(timeline(commands, 100.0, CFG), "beeper")
     expected_count = sum(len(beep_steps(p, CFG)) for p in BeepPattern) + 1
     assert len(beeps) == expected_count
-    for (_, end), (start, _) in zip(beeps, beeps[1:], strict=False):
+    for (_, end), (start, _) in itertools.pairwise(beeps):
         assert start - end >= CFG.beep_gap_s - 1e-9
 
 
