@@ -136,11 +136,12 @@ class Device:
         self.recorder.start()
         self._wire_inputs()
         power_on = self.board.power_switch.is_active if self.board.power_switch else True
-        self.post(sm.ClockChanged(self.clock.monotonic(), self.clock.is_set()))
-        self.post(sm.PowerSwitched(self.clock.monotonic(), power_on))
         try:
             async with asyncio.TaskGroup() as tg:
                 self._tg = tg
+                # Settle the initial state before telling systemd we are ready.
+                self._handle(sm.ClockChanged(self.clock.monotonic(), self.clock.is_set()))
+                self._handle(sm.PowerSwitched(self.clock.monotonic(), power_on))
                 control = tg.create_task(self._control(stop), name="control")
                 services = [
                     tg.create_task(self.player.run(), name="indicators"),

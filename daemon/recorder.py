@@ -339,7 +339,8 @@ class Recorder:
         self._on_notice = on_notice
         self._loop: asyncio.AbstractEventLoop | None = None
         self._writer = _Writer(settings, storage, clock, self._from_writer)
-        self._queue_limit = max(1, round(settings.writer_queue_s * video.fps))
+        self._backlog_limit = max(1, round(settings.writer_queue_s * video.fps))
+        self._queue_limit = self._backlog_limit
         self._queued = 0
         self.recording = False
         self.clock_offset_s: float | None = None
@@ -399,7 +400,9 @@ class Recorder:
                 clock_offset_s=self.clock_offset_s,
             )
         )
+        # The pre-event frames arrive all at once: they are not a sign of a slow card.
         self._queued = len(frames)
+        self._queue_limit = len(frames) + self._backlog_limit
         self.recording = True
 
     def close_clip(self, reason: str) -> None:

@@ -24,6 +24,19 @@ def fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+def pwritev_all(fd: int, parts: list[bytes], offset: int) -> int:
+    """Write ``parts`` back to back at ``offset`` without joining them first (no copy).
+
+    Falls back to :func:`pwrite_all` for whatever a short ``pwritev`` leaves.
+    """
+    total = sum(len(p) for p in parts)
+    n = os.pwritev(fd, parts, offset)
+    if n < total:
+        rest = b"".join(parts)[n:]
+        pwrite_all(fd, rest, offset + n)
+    return total
+
+
 def pwrite_all(fd: int, data: bytes | memoryview, offset: int) -> int:
     """Write all of ``data`` at ``offset``; return the bytes written.
 

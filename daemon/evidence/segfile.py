@@ -97,7 +97,12 @@ def parse_header(data: bytes) -> SegmentHeader:
 
 def frame_record(ciphertext: bytes) -> bytes:
     """The on-disk bytes of one record: length, CRC-32, ciphertext."""
-    return RECORD_FRAME.pack(len(ciphertext), zlib.crc32(ciphertext)) + ciphertext
+    return record_prefix(ciphertext) + ciphertext
+
+
+def record_prefix(ciphertext: bytes) -> bytes:
+    """The 8 bytes written before a record's ciphertext: length and CRC-32."""
+    return RECORD_FRAME.pack(len(ciphertext), zlib.crc32(ciphertext))
 
 
 class RecordError(EvidenceError):

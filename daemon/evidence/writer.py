@@ -26,7 +26,7 @@ from bodycam.daemon.evidence import crypto
 from bodycam.daemon.evidence.chain import chain_next, chain_start
 from bodycam.daemon.evidence.clipinfo import ClipInfo, clip_dir_name, first_error, open_event
 from bodycam.daemon.evidence.errors import EvidenceError
-from bodycam.daemon.evidence.fsio import fsync_dir, pwrite_all
+from bodycam.daemon.evidence.fsio import fsync_dir, pwrite_all, pwritev_all
 from bodycam.daemon.evidence.journal import JOURNAL_NAME, JournalWriter
 from bodycam.daemon.evidence.manifest import build_manifest, write_manifest
 from bodycam.daemon.evidence.schema import (
@@ -43,8 +43,8 @@ from bodycam.daemon.evidence.segfile import (
     MAX_SEGMENT_INDEX,
     RECORD_FRAME,
     SegmentHeader,
-    frame_record,
     part_name,
+    record_prefix,
     segment_name,
 )
 from bodycam.drivers.interfaces import Storage
@@ -229,9 +229,11 @@ class ClipWriter:
             raise EvidenceError(f"chunk of {len(chunk)} bytes; 1 to {MAX_CHUNK_SIZE} allowed")
         if self._storage is not None:
             self._storage.check_write(RECORD_FRAME.size + len(chunk) + GCM_TAG_SIZE)
-        record = frame_record(seg.cipher.encrypt(seg.records, chunk))
+        ciphertext = seg.cipher.encrypt(seg.records, chunk)
+        # Prefix and ciphertext go out in one pwritev: no copy of the frame to join them.
+        prefix = record_prefix(ciphertext)
         try:
-            pwrite_all(seg.fd, record, seg.size)
+            pwritev_all(seg.fd, [prefix, ciphertext], seg.size)
         except OSError:
             seg.failed = True
             try:
@@ -239,8 +241,9 @@ class ClipWriter:
             except OSError:
                 _log.exception("%s: cannot cut a failed record away", seg.path)
             raise
-        seg.sha256.update(record)
-        seg.size += len(record)
+        seg.sha256.update(prefix)
+        seg.sha256.update(ciphertext)
+        seg.size += len(prefix) + len(ciphertext)
         seg.records += 1
         if timestamp_us is not None:
             if seg.first_timestamp_us is None:

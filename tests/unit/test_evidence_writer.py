@@ -245,16 +245,17 @@ def test_failed_write_is_cut_away_and_the_segment_stays_sealable(
     part = writer.directory / "seg-000000.bcs.part"
     size = part.stat().st_size
     real_pwrite = os.pwrite
-    calls = 0
 
-    def half_then_full(fd: int, data: bytes, offset: int) -> int:
-        nonlocal calls
-        calls += 1
-        if calls == 1:
-            return real_pwrite(fd, bytes(data[: len(data) // 2]), offset)
+    # The card takes half the record, then reports itself full (as a real one may).
+    def half_vectored(fd: int, parts: list[bytes], offset: int) -> int:
+        data = b"".join(parts)
+        return real_pwrite(fd, data[: len(data) // 2], offset)
+
+    def full(fd: int, data: bytes, offset: int) -> int:
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(os, "pwrite", half_then_full)
+    monkeypatch.setattr(os, "pwritev", half_vectored)
+    monkeypatch.setattr(os, "pwrite", full)
     with pytest.raises(OSError, match="No space"):
         writer.append(b"x" * 4000)
     monkeypatch.undo()
