@@ -100,7 +100,7 @@ class Harness:
         labels: list[tuple[str, bool]] = []
         for seg in sorted(clip.glob("seg-*.bcs")):
             data = decrypt_segment(clip, seg.name, self.keys.force)
-            with av.open(io.BytesIO(data), format="mpegts") as container:
+            with av.open(io.BytesIO(data), mode="r", format="mpegts") as container:
                 for packet in container.demux(video=0):
                     if packet.size:
                         payload = bytes(packet)
