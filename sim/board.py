@@ -8,16 +8,19 @@ plays the officer and the environment (buttons, holster, battery, dock).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from bodycam.daemon.config import Config
 from bodycam.drivers.gpio import GpioBeeper, GpioInput, GpioLed
 from bodycam.drivers.interfaces import Board
 from bodycam.sim.battery import SimBattery
-from bodycam.sim.camera import SimCamera
 from bodycam.sim.clock import SimClock
 from bodycam.sim.gpio import PINS, SimWorld, make_factory
 from bodycam.sim.storage import SimStorage
 from bodycam.sim.synthetic_camera import SyntheticCamera
+
+if TYPE_CHECKING:
+    from bodycam.sim.camera import SimCamera
 
 
 @dataclass
@@ -60,6 +63,10 @@ def build_sim_board(config: Config, *, clock: SimClock | None = None) -> SimBoar
     if sim.camera == "synthetic":
         camera = SyntheticCamera(config.video.format(), clock)
     else:
+        # Imported only here: the scene renderer pulls in numpy, which a synthetic
+        # camera (benchmarks, large fleets) does not need.
+        from bodycam.sim.camera import SimCamera
+
         camera = SimCamera(config.video.format(), clock, stall_after_s=sim.camera_stall_after_s)
     board = SimBoard(
         name="sim",
