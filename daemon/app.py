@@ -82,5 +82,7 @@ async def serve(
     try:
         await device.run(stop)
     finally:
+        # A second SIGTERM while the last clip is sealed must not kill the process: keep
+        # a handler (not the default action) until the loop itself closes.
         for signum in signals:
-            loop.remove_signal_handler(signum)
+            loop.add_signal_handler(signum, log.info, "stopping already")

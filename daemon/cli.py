@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import logging
 import os
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -53,6 +54,9 @@ def _cmd_daemon(args: argparse.Namespace) -> int:
     notifier = SystemdNotifier.from_environment()
     try:
         asyncio.run(serve(make_device(config, board, keys, notifier=notifier)))
+        # Everything is sealed; only releasing the pins is left. Do not die half-way.
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, signal.SIG_IGN)
     finally:
         board.close()
         if notifier is not None:

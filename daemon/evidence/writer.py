@@ -150,7 +150,7 @@ class ClipWriter:
             shutil.rmtree(staging, ignore_errors=True)
             raise
         journal.path = final / JOURNAL_NAME
-        _log.info("clip %s opened in %s", clip_uuid.hex, final)
+        _log.debug("clip %s opened in %s", clip_uuid.hex, final)
         return cls(
             directory=final,
             opened=opened,
@@ -370,7 +370,7 @@ class ClipWriter:
             raise
         self._closed = True
         self._clip_key = None  # drop the only copy; the wrapped one is all that remains
-        _log.info("clip %s closed (%s): %d segments", self.clip_id, reason, len(self.segments))
+        _log.debug("clip %s closed (%s): %d segments", self.clip_id, reason, len(self.segments))
         return path
 
     def abandon(self) -> None:
