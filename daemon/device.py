@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -117,9 +118,10 @@ class Device:
             board.power_switch.set_handler(lambda on: self.post(sm.PowerSwitched(now(), on)))
         for trigger in board.triggers:
             source = trigger.name.removeprefix("trigger:")
-            trigger.set_handler(
-                lambda on, source=source: self.post(sm.TriggerChanged(now(), source, on))  # type: ignore[misc]
-            )
+            trigger.set_handler(functools.partial(self._trigger_changed, source))
+
+    def _trigger_changed(self, source: str, active: bool) -> None:
+        self.post(sm.TriggerChanged(self.clock.monotonic(), source, active))
 
     def _unwire_inputs(self) -> None:
         board = self.board

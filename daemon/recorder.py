@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import errno
+import functools
 import logging
 import queue
 import threading
@@ -145,7 +146,7 @@ class _Writer(threading.Thread):
             if isinstance(command, _Stop):
                 self._safely(lambda: self._close("shutdown"))
                 return
-            self._safely(lambda command=command: self._dispatch(command))  # type: ignore[misc]
+            self._safely(functools.partial(self._dispatch, command))
 
     def _dispatch(self, command: _Command) -> None:
         if isinstance(command, EncodedFrame):

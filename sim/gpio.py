@@ -9,6 +9,7 @@ them, and a test reads the timeline the officer would have seen.
 from __future__ import annotations
 
 import threading
+from collections import deque
 from typing import Any
 
 from gpiozero.pins.mock import MockFactory, MockPin
@@ -28,13 +29,18 @@ PINS: dict[str, int] = {
 }
 
 
+# A blinking LED changes state twice a second: keep about a day of changes per pin, so a
+# simulated camera running for weeks (or thousands of them) does not grow without bound.
+MAX_CHANGES = 200_000
+
+
 class TimelinePin(MockPin):  # type: ignore[misc]
     """A MockPin that also records ``(clock seconds, state)`` for every change."""
 
     clock: Clock  # set on the per-board subclass made by ``make_factory``
 
     def __init__(self, factory: Any, info: Any) -> None:
-        self.timeline: list[tuple[float, bool]] = []
+        self.timeline: deque[tuple[float, bool]] = deque(maxlen=MAX_CHANGES)
         self._timeline_lock = threading.Lock()
         super().__init__(factory, info)
 
@@ -43,6 +49,9 @@ class TimelinePin(MockPin):  # type: ignore[misc]
         if changed:
             with self._timeline_lock:
                 self.timeline.append((self.clock.monotonic(), bool(value)))
+            # gpiozero's own record (``states``) is a plain list: trim it the same way.
+            if len(self.states) > MAX_CHANGES:
+                del self.states[: len(self.states) - MAX_CHANGES // 2]
         return changed
 
     def timeline_since(self, t0: float) -> list[tuple[float, bool]]:

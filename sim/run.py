@@ -97,7 +97,8 @@ async def _run(config: Config, scenario: Scenario, live: bool) -> None:
     recover(config, keys)
     board = build_sim_board(config)
     view = LiveView(board, title=scenario.name, live=live)
-    logging.getLogger().addHandler(_TailHandler(view))
+    tail = _TailHandler(view)
+    logging.getLogger().addHandler(tail)
     device = make_device(config, board, keys)
     stop = asyncio.Event()
     try:
@@ -110,6 +111,7 @@ async def _run(config: Config, scenario: Scenario, live: bool) -> None:
             drawer.cancel()
         view.draw(device.status)
     finally:
+        logging.getLogger().removeHandler(tail)
         board.close()
 
 
