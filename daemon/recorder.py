@@ -104,6 +104,11 @@ class _Stop:
 _Command = _Open | _Close | _Rollover | _Stop | EncodedFrame
 
 
+def utc_at(clock: Clock, monotonic_s: float) -> dt.datetime:
+    """The wall-clock time of a moment in the clock's monotonic domain (a sensor timestamp)."""
+    return clock.utc_now() - dt.timedelta(seconds=clock.monotonic() - monotonic_s)
+
+
 class _SegmentState:
     def __init__(self, muxer: SegmentMuxer, first_us: int) -> None:
         self.muxer = muxer
@@ -204,7 +209,10 @@ class _Writer(threading.Thread):
             self._frame(frame)
 
     def _start_clip(self, info: ClipInfo, started_utc: dt.datetime) -> None:
-        self._clip = ClipWriter.create(
+        self._adopt(self._create_clip(info, started_utc), info)
+
+    def _create_clip(self, info: ClipInfo, started_utc: dt.datetime) -> ClipWriter:
+        return ClipWriter.create(
             self._s.clips_dir,
             info,
             started_utc=started_utc,
@@ -212,11 +220,13 @@ class _Writer(threading.Thread):
             force_key=self._s.force_key,
             storage=self._storage,
         )
-        self._info = info
-        self._segment = None
-        self._origin_us = -1
+
+    def _adopt(self, clip: ClipWriter, info: ClipInfo) -> None:
+        """Make ``clip`` the open one, with fresh per-clip state."""
+        self._clip, self._info = clip, info
+        self._segment, self._origin_us, self._trigger_us = None, -1, None
         self._rollover_pending = False
-        self._notify(ClipOpened(self._clip.clip_id, self._clip.directory, info.trigger))
+        self._notify(ClipOpened(clip.clip_id, clip.directory, info.trigger))
 
     def _frame(self, frame: EncodedFrame) -> None:
         if self._clip is None:
@@ -300,22 +310,9 @@ class _Writer(threading.Thread):
         new_info = replace(
             info, trigger="rollover", continues=old.clip_id, continues_chain_head=old.chain_head
         )
-        started = self._clock.utc_now() - dt.timedelta(
-            seconds=self._clock.monotonic() - frame.timestamp_us / 1e6
-        )
-        new_clip = ClipWriter.create(
-            self._s.clips_dir,
-            new_info,
-            started_utc=started,
-            signing_key=self._s.signing_key,
-            force_key=self._s.force_key,
-            storage=self._storage,
-        )
+        new_clip = self._create_clip(new_info, utc_at(self._clock, frame.timestamp_us / 1e6))
         self._finish("rollover", continued_by=new_clip.clip_id)
-        self._clip, self._info = new_clip, new_info
-        self._segment, self._origin_us, self._trigger_us = None, -1, None
-        self._rollover_pending = False
-        self._notify(ClipOpened(new_clip.clip_id, new_clip.directory, "rollover"))
+        self._adopt(new_clip, new_info)
 
 
 class Recorder:
@@ -395,7 +392,7 @@ class Recorder:
             _Open(
                 trigger=trigger,
                 trigger_timestamp_us=round(trigger_time * 1e6),
-                started_utc=self._utc_at(first_us / 1e6),
+                started_utc=utc_at(self._clock, first_us / 1e6),
                 frames=frames,
                 clock_set=self._clock.is_set(),
                 clock_offset_s=self.clock_offset_s,
@@ -418,9 +415,6 @@ class Recorder:
     def sensor_stopped(self) -> None:
         """The sensor went off: what was buffered is stale."""
         self.ring.clear()
-
-    def _utc_at(self, monotonic_s: float) -> dt.datetime:
-        return self._clock.utc_now() - dt.timedelta(seconds=self._clock.monotonic() - monotonic_s)
 
     @property
     def frames_written(self) -> int:

@@ -25,48 +25,45 @@ def _open(part: str, pin: int | str, build: Callable[[], Any]) -> Any:
         raise HardwareError(f"{part} (pin {pin}): {exc}") from None
 
 
-class GpioLed:
-    """An indicator LED on one output pin."""
+class _GpioOutput:
+    """One output pin, off at start; the gpiozero class says what hangs on it."""
+
+    _device_class: Any
 
     def __init__(self, part: str, pin: int | str, *, pin_factory: Any = None) -> None:
-        self._led = _open(
-            part, pin, lambda: gpiozero.LED(pin, initial_value=False, pin_factory=pin_factory)
+        device_class = self._device_class
+        self._device = _open(
+            part, pin, lambda: device_class(pin, initial_value=False, pin_factory=pin_factory)
         )
 
     def on(self) -> None:
-        self._led.on()
+        self._device.on()
 
     def off(self) -> None:
-        self._led.off()
+        self._device.off()
+
+    def close(self) -> None:
+        self._device.close()
+
+
+class GpioLed(_GpioOutput):
+    """An indicator LED on one output pin."""
+
+    _device_class = gpiozero.LED
 
     @property
     def is_lit(self) -> bool:
-        return bool(self._led.is_lit)
-
-    def close(self) -> None:
-        self._led.close()
+        return bool(self._device.is_lit)
 
 
-class GpioBeeper:
+class GpioBeeper(_GpioOutput):
     """An active buzzer: sounds while its pin is high."""
 
-    def __init__(self, part: str, pin: int | str, *, pin_factory: Any = None) -> None:
-        self._buzzer = _open(
-            part, pin, lambda: gpiozero.Buzzer(pin, initial_value=False, pin_factory=pin_factory)
-        )
-
-    def on(self) -> None:
-        self._buzzer.on()
-
-    def off(self) -> None:
-        self._buzzer.off()
+    _device_class = gpiozero.Buzzer
 
     @property
     def is_active(self) -> bool:
-        return bool(self._buzzer.is_active)
-
-    def close(self) -> None:
-        self._buzzer.close()
+        return bool(self._device.is_active)
 
 
 class GpioInput:

@@ -34,14 +34,22 @@ class LiveView:
         self._lines_drawn = 0
         self._beeper = board.world.pin("beeper")
         self._beeps_seen = 0
+        self._beeps_seen_until = float("-inf")
         self._last_line = ""
         self.log_tail: deque[str] = deque(maxlen=4)
 
     def _beeps(self) -> tuple[int, bool]:
-        ons = sum(1 for _, on in self._beeper.timeline if on)
-        new = ons > self._beeps_seen
-        self._beeps_seen = ons
-        return ons, new
+        # Walk back only over what changed since the last redraw: the timeline is long.
+        new = 0
+        newest = self._beeps_seen_until
+        for t, on in reversed(self._beeper.timeline):
+            if t <= self._beeps_seen_until:
+                break
+            newest = max(newest, t)
+            new += on
+        self._beeps_seen_until = newest
+        self._beeps_seen += new
+        return self._beeps_seen, new > 0
 
     def render(self, status: DeviceStatus) -> list[str]:
         board = self._board
