@@ -11,6 +11,9 @@ from collections.abc import Callable
 
 from bodycam.daemon.config import Config
 from bodycam.daemon.device import Device, DeviceKeys
+from bodycam.daemon.dock.auth import load_authority_public_key
+from bodycam.daemon.dock.outbox import finish_deletions
+from bodycam.daemon.dock.policy import PolicyError, load_signed_policy
 from bodycam.daemon.evidence.keys import load_device_key, load_force_public_key
 from bodycam.daemon.evidence.recovery import RecoveryReport, recover_clips
 from bodycam.daemon.notify import SystemdNotifier
@@ -28,16 +31,45 @@ def firmware_version() -> str:
 
 
 def load_keys(config: Config) -> DeviceKeys:
-    """The device's signing key and the force's public key (EvidenceError if missing)."""
+    """The device's signing key, the force's public key (EvidenceError if missing), and the
+    force authority's key when provisioned (without it the camera refuses every dock)."""
+    authority_path = config.key_path(config.keys.authority_public_key)
+    authority = None
+    if authority_path.exists():
+        authority = load_authority_public_key(authority_path)
+    else:
+        log.warning(
+            "%s (keys.authority_public_key) missing: no dock can authenticate, footage stays "
+            "on this camera",
+            authority_path,
+        )
     return DeviceKeys(
         signing_key=load_device_key(config.key_path(config.keys.device_key)),
         force_key=load_force_public_key(config.key_path(config.keys.force_public_key)),
+        authority=authority,
     )
+
+
+def apply_stored_policy(config: Config, keys: DeviceKeys) -> Config:
+    """The config with the force policy a dock pushed earlier laid over it (if any)."""
+    try:
+        signed = load_signed_policy(config.device.state_dir, keys.authority)
+    except PolicyError as exc:
+        log.error("stored policy ignored: %s", exc)
+        return config
+    if signed is None:
+        return config
+    if keys.authority is None:
+        log.error("stored policy ignored: no authority key to check it with")
+        return config
+    log.info("force policy %d in force", signed.policy.serial)
+    return config.with_overrides(**signed.policy.config_overrides(config.device.id))
 
 
 def recover(config: Config, keys: DeviceKeys) -> list[RecoveryReport]:
     """Seal what a power cut left behind, before anything records."""
     config.clips_dir.mkdir(parents=True, exist_ok=True)
+    finish_deletions(config.clips_dir)
     reports = recover_clips(
         config.clips_dir, signing_key=keys.signing_key, now_utc=dt.datetime.now(dt.UTC)
     )
@@ -61,7 +93,7 @@ def make_device(
     on_change: Callable[[DeviceStatus], None] | None = None,
 ) -> Device:
     return Device(
-        config,
+        apply_stored_policy(config, keys),
         board,
         keys,
         firmware_version=firmware_version(),

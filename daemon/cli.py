@@ -17,8 +17,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from bodycam.daemon.config import DEFAULT_CONFIG_PATH, ConfigError, load_config
+from bodycam.daemon.dock.policy import PolicyError
 from bodycam.daemon.evidence.errors import EvidenceError
 from bodycam.drivers.interfaces import HardwareError
+from bodycam.sim.dock.store import StoreError
 
 log = logging.getLogger("bodycam")
 
@@ -110,12 +112,39 @@ def _cmd_keygen(args: argparse.Namespace) -> int:
             f"device key {args.path} (public: {args.path.with_suffix('.pub')}), "
             f"fingerprint {fingerprint(key.public_key())}"
         )
+    elif args.kind == "authority":
+        key = generate_device_key(args.path / "authority.key")
+        print(
+            f"force authority key in {args.path}: authority.key (keep offline: it certifies "
+            f"docks and signs policies) and authority.pub (for every camera), "
+            f"fingerprint {fingerprint(key.public_key())}"
+        )
+    elif args.kind == "dock":
+        from bodycam.daemon.dock.auth import create_dock_identity
+
+        if args.authority is None or args.dock_id is None:
+            raise ConfigError("keygen dock needs --authority KEY and --dock-id ID")
+        cert = create_dock_identity(args.path, args.dock_id, args.authority, days=args.days)
+        print(
+            f"dock {cert.dock_id}: {args.path}/dock.key and dock.cert, valid for {args.days:g} days"
+        )
     else:
         args.path.mkdir(parents=True, exist_ok=True)
         generate_force_keypair(args.path / "force.key", args.path / "force.pub")
         print(
             f"force key pair in {args.path}: force.key (keep offline) and force.pub (for cameras)"
         )
+    return EXIT_OK
+
+
+def _cmd_policy(args: argparse.Namespace) -> int:
+    from bodycam.daemon.dock.policy import policy_from_toml, save_signed_policy, sign_policy
+    from bodycam.daemon.evidence.keys import load_device_key
+
+    policy = policy_from_toml(args.source)
+    signed = sign_policy(load_device_key(args.authority), policy)
+    save_signed_policy(args.output, signed)
+    print(f"policy {policy.serial} signed: {args.output}/policy.json and policy.sig")
     return EXIT_OK
 
 
@@ -155,10 +184,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device-key", type=Path, help="the camera's public key (.pub) to pin")
     p.set_defaults(func=_cmd_export)
 
-    p = sub.add_parser("keygen", help="create a device key or a force key pair")
-    p.add_argument("kind", choices=["device", "force"])
-    p.add_argument("path", type=Path, help="device: key file to create; force: directory")
+    p = sub.add_parser("keygen", help="create device, force, authority or dock keys")
+    p.add_argument("kind", choices=["device", "force", "authority", "dock"])
+    p.add_argument("path", type=Path, help="device: key file to create; others: a directory")
+    p.add_argument("--authority", type=Path, help="dock: the force authority's private key")
+    p.add_argument("--dock-id", help="dock: the name its certificate carries")
+    p.add_argument("--days", type=float, default=365.0, help="dock: certificate lifetime")
     p.set_defaults(func=_cmd_keygen)
+
+    p = sub.add_parser("policy", help="sign a force policy for docks to push to cameras")
+    p.add_argument("action", choices=["sign"])
+    p.add_argument("source", type=Path, help="the policy as TOML")
+    p.add_argument("--authority", type=Path, required=True, help="the authority's private key")
+    p.add_argument("-o", "--output", type=Path, required=True, help="directory to write it to")
+    p.set_defaults(func=_cmd_policy)
+
+    from bodycam.sim.dock.cli import add_dock_parser
+    from bodycam.sim.dock.store_cli import add_store_parser
+
+    add_dock_parser(sub)
+    add_store_parser(sub)
     return parser
 
 
@@ -167,9 +212,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         code: int = args.func(args)
-    except (ConfigError, EvidenceError, HardwareError) as exc:
+    except (ConfigError, EvidenceError, HardwareError, PolicyError, StoreError) as exc:
         print(f"bodycam: error: {exc}", file=sys.stderr)
-        return EXIT_FAILED if isinstance(exc, EvidenceError) else EXIT_USAGE
+        return EXIT_FAILED if isinstance(exc, EvidenceError | StoreError) else EXIT_USAGE
     except OSError as exc:
         where = f" ({exc.filename})" if exc.filename else ""
         print(f"bodycam: error: {exc.strerror or exc}{where}", file=sys.stderr)

@@ -113,6 +113,9 @@ class KeysSection(_Section):
     # Relative paths are under device.state_dir.
     device_key: Path = Path("keys/device.key")
     force_public_key: Path = Path("keys/force.pub")
+    # The force authority's Ed25519 public key: docks must hold a certificate from it, and
+    # pushed policies must be signed by it. Without it no dock can take footage off.
+    authority_public_key: Path = Path("keys/authority.pub")
 
 
 class SimSection(_Section):
@@ -129,6 +132,8 @@ class SimSection(_Section):
     # A unix socket through which a test or the scenario runner plays the outside world.
     control_socket: Path | None = None
     power_on: bool = True
+    # The simulated dock connector (a pseudo-terminal per docking); off for a bare board.
+    dock_port: bool = True
 
 
 class Config(_Section):

@@ -18,6 +18,10 @@ from typing import Any
 
 from bodycam.daemon import state_machine as sm
 from bodycam.daemon.config import Config
+from bodycam.daemon.dock.hooks import DeviceDockHooks
+from bodycam.daemon.dock.outbox import Outbox
+from bodycam.daemon.dock.service import DockService
+from bodycam.daemon.dock.session import CameraIdentity
 from bodycam.daemon.indicator_player import IndicatorPlayer
 from bodycam.daemon.indicators import IndicatorScheduler
 from bodycam.daemon.monitors import watch_battery, watch_clock, watch_storage
@@ -44,6 +48,7 @@ _CAMERA_RETRY_S = (1.0, 2.0, 5.0, 10.0, 30.0)
 class DeviceKeys:
     signing_key: Any  # Ed25519PrivateKey
     force_key: Any  # X25519PublicKey
+    authority: Any = None  # Ed25519PublicKey of the force authority, None if not provisioned
 
 
 class Device:
@@ -96,6 +101,21 @@ class Device:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tg: asyncio.TaskGroup | None = None
         self._sensor: asyncio.Task[None] | None = None
+        self._sensor_stopping: asyncio.Task[None] | None = None
+        self.dock: DockService | None = None
+        if board.dock is not None:
+            hooks = DeviceDockHooks(
+                board,
+                self.recorder,
+                self.status,
+                config.device.state_dir,
+                config.clips_dir,
+                on_clock_set=self._clock_was_set,
+            )
+            identity = CameraIdentity(
+                config.device.id, firmware_version, keys.signing_key, keys.authority
+            )
+            self.dock = DockService(board.dock, identity, Outbox(config.clips_dir), hooks)
 
     # ----- inputs -------------------------------------------------------------------------
 
@@ -119,6 +139,25 @@ class Device:
         for trigger in board.triggers:
             source = trigger.name.removeprefix("trigger:")
             trigger.set_handler(functools.partial(self._trigger_changed, source))
+        if board.dock is not None:
+            board.dock.set_handler(self._dock_changed)
+
+    def _dock_changed(self, docked: bool) -> None:
+        # Any thread: the state machine hears it as an event; the dock service on the loop.
+        self.post(sm.DockChanged(self.clock.monotonic(), docked))
+        loop = self._loop
+        if loop is not None and not loop.is_closed() and self.dock is not None:
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(self._dock_service_changed, docked)
+
+    def _dock_service_changed(self, docked: bool) -> None:
+        self.status.docked = docked
+        if self.dock is not None:
+            self.dock.docked_changed(docked)
+            self.status.dock_sessions = self.dock.sessions
+
+    def _clock_was_set(self) -> None:
+        self._handle(sm.ClockChanged(self.clock.monotonic(), self.clock.is_set()))
 
     def _trigger_changed(self, source: str, active: bool) -> None:
         self.post(sm.TriggerChanged(self.clock.monotonic(), source, active))
@@ -130,6 +169,8 @@ class Device:
                 part.set_handler(None)
         for trigger in board.triggers:
             trigger.set_handler(None)
+        if board.dock is not None:
+            board.dock.set_handler(None)
 
     # ----- the main loop ------------------------------------------------------------------
 
@@ -144,6 +185,9 @@ class Device:
                 # Settle the initial state before telling systemd we are ready.
                 self._handle(sm.ClockChanged(self.clock.monotonic(), self.clock.is_set()))
                 self._handle(sm.PowerSwitched(self.clock.monotonic(), power_on))
+                if self.board.dock is not None and self.board.dock.docked:
+                    self._handle(sm.DockChanged(self.clock.monotonic(), True))
+                    self.status.docked = True
                 control = tg.create_task(self._control(stop), name="control")
                 services = [
                     tg.create_task(self.player.run(), name="indicators"),
@@ -154,6 +198,8 @@ class Device:
                 ]
                 if self._notifier is not None and self._notifier.watchdog_interval_s:
                     services.append(tg.create_task(self._watchdog(), name="watchdog"))
+                if self.dock is not None:
+                    services.append(tg.create_task(self.dock.run(), name="dock"))
                 for name, factory in self.board.services:
                     services.append(tg.create_task(factory(), name=name))
                 if self._notifier is not None:
@@ -246,15 +292,20 @@ class Device:
     def _start_sensor(self) -> None:
         if self._sensor is None or self._sensor.done():
             assert self._tg is not None
-            self._sensor = self._tg.create_task(self._run_sensor(), name="sensor")
+            previous, self._sensor_stopping = self._sensor_stopping, None
+            self._sensor = self._tg.create_task(self._run_sensor(previous), name="sensor")
 
     def _stop_sensor(self) -> None:
         if self._sensor is not None:
             self._sensor.cancel()
+            self._sensor_stopping = self._sensor
             self._sensor = None
         self.recorder.sensor_stopped()
 
-    async def _run_sensor(self) -> None:
+    async def _run_sensor(self, previous: asyncio.Task[None] | None = None) -> None:
+        if previous is not None:
+            # Off before on: a quick dock/undock must not turn on a sensor still turning off.
+            await asyncio.wait([previous])
         camera, failures = self.board.camera, 0
         while True:
             try:
@@ -304,6 +355,8 @@ class Device:
         s.warnings = sorted(w.name for w in self.machine.warnings)
         s.stealth = self.machine.stealth
         s.recording = self.recorder.recording
+        if self.dock is not None:
+            s.dock_sessions = self.dock.sessions
         if self._on_change is not None:
             self._on_change(s)
 

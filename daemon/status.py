@@ -27,6 +27,10 @@ class DeviceStatus:
     storage_free_bytes: int | None = None
     storage_total_bytes: int | None = None
     clock_set: bool = True
+    clock_offset_s: float | None = None  # the correction the dock applied at the last docking
+    docked: bool = False
+    dock_sessions: int = 0
+    clips_offloaded: int = 0  # verified and committed by a dock, deleted from the card
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)

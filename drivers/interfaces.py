@@ -30,6 +30,10 @@ class BackendUnavailableError(HardwareError):
     """The chosen board backend cannot be used on this machine."""
 
 
+class LinkClosedError(HardwareError):
+    """The serial link to the dock (or to the camera) is gone: unplugged, hung up, closed."""
+
+
 @dataclass(frozen=True, slots=True)
 class EncodedFrame:
     """One encoded H.264 access unit as the encoder hands it out.
@@ -141,6 +145,14 @@ class Clock(Protocol):
 
     async def sleep(self, seconds: float) -> None: ...
 
+    def set_utc(self, utc: dt.datetime) -> float:
+        """Set wall-clock time (the dock does, at docking); returns the correction in seconds.
+
+        Raises:
+            HardwareError: The clock cannot be set (no permission, no RTC).
+        """
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class StorageUsage:
@@ -158,6 +170,63 @@ class Storage(Protocol):
 
     def check_write(self, nbytes: int) -> None:
         """Raise ``OSError(ENOSPC)`` if ``nbytes`` more would not fit (as a full card would)."""
+        ...
+
+
+class ByteLink(Protocol):
+    """One open serial link: the camera's gadget port, the dock's port, or a pseudo-terminal.
+
+    Bytes only; framing is :mod:`bodycam.drivers.link`'s job. Both calls are made from the
+    event loop thread. ``write`` is the back-pressure point: it returns only when the kernel
+    has taken every byte, so nothing queues in user space without bound.
+    """
+
+    @property
+    def name(self) -> str:
+        """The port's path (``/dev/ttyGS0``, ``/dev/bodycam/<serial>``, ``/dev/pts/7``)."""
+        ...
+
+    async def read(self) -> bytes:
+        """Some bytes (at least one, at most the driver's read size), waiting for them.
+
+        Raises:
+            LinkClosedError: The peer hung up or the device vanished (never returns b"").
+        """
+        ...
+
+    async def write(self, *chunks: bytes | bytearray | memoryview) -> None:
+        """Write every chunk, in order, as one gathered write where the OS allows it.
+
+        Raises:
+            LinkClosedError: The peer hung up or the device vanished.
+        """
+        ...
+
+    def close(self) -> None:
+        """Release the port; safe to call twice. Pending reads/writes raise LinkClosedError."""
+        ...
+
+
+class DockPort(Protocol):
+    """The camera's side of the dock: whether it is docked, and the link while it is.
+
+    On a Pi the presence comes from the USB device controller's state (``configured``) or
+    VBUS, and the link is the gadget's CDC-ACM port; the simulator plugs a pseudo-terminal.
+    """
+
+    @property
+    def docked(self) -> bool: ...
+
+    def set_handler(self, on_change: Callable[[bool], None] | None) -> None:
+        """``on_change(docked)`` is called from any thread on every change."""
+        ...
+
+    async def open_link(self) -> ByteLink:
+        """The link to the dock that is present now.
+
+        Raises:
+            LinkClosedError: Not docked (any more), or the port cannot be opened.
+        """
         ...
 
 
@@ -184,6 +253,7 @@ class Board:
     function_button: DigitalInput | None = None
     power_switch: DigitalInput | None = None
     power_load: PowerLoad | None = None
+    dock: DockPort | None = None
     # Background work the board needs while the daemon runs (the simulator's world socket,
     # a dock watcher): (task name, coroutine factory), run in the daemon's task group.
     services: list[tuple[str, Callable[[], Coroutine[Any, Any, None]]]] = field(

@@ -76,6 +76,18 @@ async def perform(board: SimBoard, action: dict[str, Any]) -> dict[str, Any]:
         board.sim_storage.set_quota(int(quota * 1024 * 1024))
     elif do == "camera_stall":
         board.sim_camera.inject_stall()
+    elif do == "dock":
+        # The camera goes into the dock: it charges, and a serial port appears on the dock
+        # host (a pseudo-terminal here). The answer says where, for whoever plays the dock.
+        if board.sim_dock is None:
+            raise ActionError("dock: this simulated board has no dock connector")
+        board.sim_battery.set_charging(True)
+        return {"port": board.sim_dock.plug()}
+    elif do == "undock":
+        if board.sim_dock is None:
+            raise ActionError("undock: this simulated board has no dock connector")
+        board.sim_dock.unplug()
+        board.sim_battery.set_charging(False)
     elif do == "wait":
         await clock.sleep(_number(action, "seconds", low=0, high=86_400))
     elif do == "outputs":

@@ -15,6 +15,7 @@ from bodycam.drivers.gpio import GpioBeeper, GpioInput, GpioLed
 from bodycam.drivers.interfaces import Board
 from bodycam.sim.battery import SimBattery
 from bodycam.sim.clock import SimClock
+from bodycam.sim.dock_port import SimDockPort
 from bodycam.sim.gpio import PINS, SimWorld, make_factory
 from bodycam.sim.storage import SimStorage
 from bodycam.sim.synthetic_camera import SyntheticCamera
@@ -32,6 +33,7 @@ class SimBoard(Board):
     sim_battery: SimBattery = field(default=None)  # type: ignore[assignment]
     sim_storage: SimStorage = field(default=None)  # type: ignore[assignment]
     sim_camera: SimCamera | SyntheticCamera = field(default=None)  # type: ignore[assignment]
+    sim_dock: SimDockPort | None = None
 
 
 def build_sim_board(config: Config, *, clock: SimClock | None = None) -> SimBoard:
@@ -68,6 +70,7 @@ def build_sim_board(config: Config, *, clock: SimClock | None = None) -> SimBoar
         from bodycam.sim.camera import SimCamera
 
         camera = SimCamera(config.video.format(), clock, stall_after_s=sim.camera_stall_after_s)
+    dock = SimDockPort() if sim.dock_port else None
     board = SimBoard(
         name="sim",
         camera=camera,
@@ -82,12 +85,16 @@ def build_sim_board(config: Config, *, clock: SimClock | None = None) -> SimBoar
         function_button=function,
         power_switch=power,
         power_load=battery,
+        dock=dock,
         world=world,
         sim_clock=clock,
         sim_battery=battery,
         sim_storage=storage,
         sim_camera=camera,
+        sim_dock=dock,
     )
+    if dock is not None:
+        board.closers.append(dock.close)
     parts: list[GpioLed | GpioBeeper | GpioInput] = [red, green, beeper, record, function, power]
     for part in [*parts, *triggers]:
         board.closers.append(part.close)

@@ -27,5 +27,10 @@ def add_sim_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--no-view", action="store_true", help="print events as lines instead of a live view"
     )
+    parser.add_argument(
+        "--no-dock",
+        action="store_true",
+        help="end the shift without docking (the clips stay on the card)",
+    )
     parser.add_argument("--control-socket", type=Path, help="also let another process act")
     parser.add_argument("-v", "--verbose", action="store_true")

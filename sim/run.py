@@ -26,9 +26,13 @@ from bodycam.daemon.evidence.keys import (
     load_device_public_key,
     load_force_private_key,
 )
+from bodycam.daemon.evidence.store import list_clips
 from bodycam.daemon.evidence.verify import verify_path
 from bodycam.sim.actions import ActionError, perform
 from bodycam.sim.board import SimBoard, build_sim_board
+from bodycam.sim.dock.agent import DockReport
+from bodycam.sim.dock.cli import print_report
+from bodycam.sim.docking import DockSetup, dock_and_offload, prepare_authority, prepare_dock
 from bodycam.sim.scenario import Scenario, load_scenario
 from bodycam.sim.view import LiveView
 
@@ -50,6 +54,7 @@ def prepare_keys(out: Path, config: Config) -> Path:
     if not (force_dir / "force.key").exists():
         force_dir.mkdir(parents=True, exist_ok=True)
         generate_force_keypair(force_dir / "force.key", force_dir / "force.pub")
+    prepare_authority(force_dir, config)
     device_key = config.key_path(config.keys.device_key)
     if not device_key.exists():
         device_key.parent.mkdir(parents=True, exist_ok=True)
@@ -79,7 +84,15 @@ def build_config(args: argparse.Namespace, scenario: Scenario, out: Path) -> Con
     return base.with_overrides(**overrides)
 
 
-async def play_scenario(board: SimBoard, scenario: Scenario, stop: asyncio.Event) -> None:
+async def play_scenario(
+    board: SimBoard,
+    scenario: Scenario,
+    stop: asyncio.Event,
+    *,
+    dock: DockSetup | None = None,
+    view: LiveView | None = None,
+) -> DockReport | None:
+    """Play the steps; then (with ``dock``) end the shift in the dock; then stop the camera."""
     clock = board.sim_clock
     t0 = clock.monotonic()
     for step in scenario.steps:
@@ -89,10 +102,22 @@ async def play_scenario(board: SimBoard, scenario: Scenario, stop: asyncio.Event
         except ActionError as exc:
             log.error("scenario step at %.1f s: %s", step.at, exc)
     await clock.sleep(t0 + scenario.end - clock.monotonic())
+    report = None
+    if dock is not None:
+        log.info("end of shift: the camera goes into the dock")
+        report = await dock_and_offload(
+            board, dock, on_progress=view.dock_progress if view is not None else None
+        )
+        if view is not None:
+            view.dock_report = report
+        await clock.sleep(1.0)
     stop.set()
+    return report
 
 
-async def _run(config: Config, scenario: Scenario, live: bool) -> None:
+async def _run(
+    config: Config, scenario: Scenario, live: bool, dock: DockSetup | None
+) -> DockReport | None:
     keys = load_keys(config)
     recover(config, keys)
     board = build_sim_board(config)
@@ -104,15 +129,19 @@ async def _run(config: Config, scenario: Scenario, live: bool) -> None:
     try:
         async with asyncio.TaskGroup() as tg:
             running = tg.create_task(serve(device, stop=stop), name="device")
-            script = tg.create_task(play_scenario(board, scenario, stop), name="scenario")
+            script = tg.create_task(
+                play_scenario(board, scenario, stop, dock=dock, view=view), name="scenario"
+            )
             drawer = tg.create_task(view.run(device.status), name="view")
             await running
-            script.cancel()
             drawer.cancel()
+            if not script.done():
+                script.cancel()
         view.draw(device.status)
     finally:
         logging.getLogger().removeHandler(tail)
         board.close()
+    return None if script.cancelled() else script.result()
 
 
 def run_sim_command(args: argparse.Namespace) -> int:
@@ -122,6 +151,7 @@ def run_sim_command(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     config = build_config(args, scenario, out)
     force_dir = prepare_keys(out, config)
+    dock = None if args.no_dock else prepare_dock(out, config, force_dir / "authority.key")
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -129,18 +159,32 @@ def run_sim_command(args: argparse.Namespace) -> int:
     )
     live = sys.stdout.isatty() and not args.no_view
     print(f"bodycam sim: {scenario.name!r} at x{config.sim.speed:g}; output in {out}")
-    asyncio.run(_run(config, scenario, live))
-    return report(config, out, force_dir)
+    dock_report = asyncio.run(_run(config, scenario, live, dock))
+    if dock is None:
+        return report(config, config.clips_dir, out, force_dir)
+    if dock_report is None:
+        print("the shift ended before the camera reached the dock")
+        return 1
+    print()
+    print_report(dock_report)
+    left = list_clips(config.clips_dir)
+    print(f"camera card: {len(left)} clip(s) left (only verified, committed clips are deleted)")
+    clips_dir = dock.store_dir / "clips" / config.device.id
+    if not clips_dir.is_dir():
+        print("the dock stored no clips")
+        return 1 if dock_report.error or left else 0
+    code = report(config, clips_dir, out, force_dir)
+    return 1 if dock_report.error or dock_report.rejected else code
 
 
-def report(config: Config, out: Path, force_dir: Path) -> int:
+def report(config: Config, clips_dir: Path, out: Path, force_dir: Path) -> int:
     device_pub = config.key_path(config.keys.device_key).with_suffix(".pub")
-    verdicts = verify_path(config.clips_dir, device_key=load_device_public_key(device_pub))
+    verdicts = verify_path(clips_dir, device_key=load_device_public_key(device_pub))
     exported = out / "exported"
     exported.mkdir(exist_ok=True)
     force_key = load_force_private_key(force_dir / "force.key")
     failures = 0
-    print(f"\n{len(verdicts)} clip(s) in {config.clips_dir}")
+    print(f"\n{len(verdicts)} clip(s) in {clips_dir}")
     for v in verdicts:
         name = v.clip_id or v.directory.name
         if not v.ok:
@@ -153,6 +197,6 @@ def report(config: Config, out: Path, force_dir: Path) -> int:
             f"chain); exported {result.frames} frames to {result.path.name}"
         )
         log.info("clip %s verified and exported", name)
-    print(f"verify again:  bodycam verify {config.clips_dir} --device-key {device_pub}")
+    print(f"verify again:  bodycam verify {clips_dir} --device-key {device_pub}")
     print(f"exports (back office view, decrypted with {force_dir / 'force.key'}): {exported}")
     return 0 if failures == 0 else 1

@@ -14,6 +14,7 @@ from typing import TextIO
 
 from bodycam.daemon.status import DeviceStatus
 from bodycam.sim.board import SimBoard
+from bodycam.sim.dock.agent import DockReport, Progress
 
 _RED, _GREEN, _DIM, _BOLD, _RESET = "\033[31m", "\033[32m", "\033[2m", "\033[1m", "\033[0m"
 
@@ -37,6 +38,27 @@ class LiveView:
         self._beeps_seen_until = float("-inf")
         self._last_line = ""
         self.log_tail: deque[str] = deque(maxlen=4)
+        self.progress: Progress | None = None
+        self.dock_report: DockReport | None = None
+
+    def dock_progress(self, progress: Progress) -> None:
+        """The dock's progress callback (called after every chunk)."""
+        self.progress = progress
+
+    def _dock_line(self) -> str | None:
+        p = self.progress
+        if p is None:
+            return None
+        if self.dock_report is not None:
+            r = self.dock_report
+            return (
+                f"dock: {len(r.committed)} clip(s) verified and committed, "
+                f"{len(r.rejected)} rejected{' (' + r.error + ')' if r.error else ''}"
+            )
+        return (
+            f"dock: offloading clip {min(p.clips_done + 1, p.clips_total)}/{p.clips_total} "
+            f"{p.current}  {p.bytes_done / 1e6:.1f} of {p.bytes_total / 1e6:.1f} MB"
+        )
 
     def _beeps(self) -> tuple[int, bool]:
         # Walk back only over what changed since the last redraw: the timeline is long.
@@ -72,6 +94,9 @@ class LiveView:
             f"clip {clip}   segments sealed {status.segments_sealed}"
             f"   clips closed {status.clips_closed}",
         ]
+        dock = self._dock_line()
+        if dock is not None:
+            lines.append(dock)
         lines += [f"{_DIM}{line[: width - 2]}{_RESET}" for line in self.log_tail]
         return lines
 
@@ -89,6 +114,11 @@ class LiveView:
                 f" clip={(status.clip_id or '-')[:8]} segments={status.segments_sealed}"
                 f" clips_closed={status.clips_closed}"
             )
+            dock = self._dock_line()
+            if dock is not None and self.progress is not None:
+                line += f" | dock clips {self.progress.clips_done}/{self.progress.clips_total}"
+                if self.dock_report is not None:
+                    line = f"{line} | {dock}"
             if line != self._last_line:
                 self._last_line = line
                 self._out.write(f"[+{t:7.1f}s] {line} led={red}\n")

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
 import shutil
 import subprocess
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,8 +21,11 @@ from bodycam.daemon.config import Config, load_config
 from bodycam.daemon.device import Device
 from bodycam.daemon.evidence.export import export_clip
 from bodycam.daemon.evidence.keys import load_force_private_key
+from bodycam.drivers.serial_link import FdLink, open_pty_pair, open_serial
 from bodycam.sim.actions import perform
 from bodycam.sim.board import SimBoard, build_sim_board
+from bodycam.sim.dock.agent import DockAgent, DockReport
+from bodycam.sim.faulty_cable import CableStats, FaultyCable
 from bodycam.sim.run import prepare_keys
 from bodycam.sim.scene import read_frame_counter
 
@@ -128,3 +134,82 @@ def ffprobe(path: Path) -> dict[str, Any]:
 @pytest.fixture
 def rig(tmp_path: Path) -> SimRig:
     return make_rig(tmp_path)
+
+
+class RunningCamera:
+    """The daemon running in-process on the simulated board, for tests that act on it."""
+
+    def __init__(self, device: Device, board: SimBoard) -> None:
+        self.device = device
+        self.board = board
+
+    async def play(self, steps: list[tuple[float, dict[str, Any]]]) -> None:
+        """Play ``steps`` at simulated times counted from now."""
+        clock = self.board.sim_clock
+        t0 = clock.monotonic()
+        for at, action in steps:
+            await clock.sleep(t0 + at - clock.monotonic())
+            await perform(self.board, action)
+
+    async def do(self, action: dict[str, Any]) -> dict[str, Any]:
+        return await perform(self.board, action)
+
+
+@contextlib.asynccontextmanager
+async def running_camera(rig: SimRig, *, timeout_s: float = 120) -> AsyncIterator[RunningCamera]:
+    """Start the daemon; on exit stop it (every clip sealed) and release the board."""
+    keys = load_keys(rig.config)
+    recover(rig.config, keys)
+    board = build_sim_board(rig.config)
+    device = make_device(rig.config, board, keys)
+    stop = asyncio.Event()
+    try:
+        async with asyncio.timeout(timeout_s):
+            task = asyncio.create_task(serve(device, stop=stop, handle_signals=False))
+            try:
+                yield RunningCamera(device, board)
+            finally:
+                stop.set()
+                await task
+    finally:
+        board.close()
+
+
+RECORD_TWO_CLIPS: list[tuple[float, dict[str, Any]]] = [
+    (1.0, {"do": "double_press"}),
+    (5.0, {"do": "hold", "seconds": 3.5}),
+    (10.0, {"do": "double_press"}),
+    (14.0, {"do": "hold", "seconds": 3.5}),
+    (19.0, {"do": "wait", "seconds": 0.5}),
+]
+
+
+async def dock_through_cable(
+    camera_port: str,
+    agent: DockAgent,
+    *,
+    flip_rate: float = 0.0,
+    garbage_rate: float = 0.0,
+    cut_after: int | None = None,
+    seed: int | None = None,
+) -> tuple[DockReport, CableStats]:
+    """One dock session with a faulty cable between camera and dock: two ptys and a proxy."""
+    camera_side = open_serial(camera_port)
+    pty = open_pty_pair()
+    dock_side = FdLink(pty.master_fd, "cable")
+    dock_link = open_serial(pty.slave_path)
+    os.close(pty.slave_fd)  # the dock's own descriptor holds the slave open now
+    cable = FaultyCable(
+        camera_side, dock_side, flip_rate=flip_rate, garbage_rate=garbage_rate, seed=seed
+    )
+    if cut_after is not None:
+        cable.cut_after(cut_after, "a->b")
+    forwarding = asyncio.create_task(cable.run(), name="cable")
+    try:
+        report = await agent.serve(dock_link)
+    finally:
+        dock_link.close()
+        cable.cut()
+        with contextlib.suppress(Exception):
+            await forwarding
+    return report, cable.stats

@@ -58,13 +58,19 @@ def sim_out(tmp_path_factory: pytest.TempPathFactory) -> Path:
         str(out / "run"),
     )
     assert run.returncode == 0, run.stdout + run.stderr
-    assert "1 clip(s)" in run.stdout
+    assert "1 clip(s) committed, 0 rejected" in run.stdout  # the shift ends in the dock
+    assert "camera card: 0 clip(s) left" in run.stdout
     assert "OK" in run.stdout
     return out / "run"
 
 
+def stored_clips(sim_out: Path) -> Path:
+    """Where the dock put the camera's clips (they left the card once committed)."""
+    return sim_out / "dock" / "store" / "clips" / "BODYCAM-SIM-0001"
+
+
 def clip_dir(sim_out: Path) -> Path:
-    return next(p for p in (sim_out / "camera" / "clips").iterdir() if p.is_dir())
+    return next(p for p in stored_clips(sim_out).iterdir() if p.is_dir())
 
 
 def test_sim_exports_a_file_ffprobe_reads(sim_out: Path) -> None:
@@ -77,7 +83,7 @@ def test_sim_exports_a_file_ffprobe_reads(sim_out: Path) -> None:
 
 def test_verify_accepts_then_names_the_altered_segment(sim_out: Path, tmp_path: Path) -> None:
     pub = sim_out / "camera" / "keys" / "device.pub"
-    ok = bodycam("verify", str(sim_out / "camera" / "clips"), "--device-key", str(pub))
+    ok = bodycam("verify", str(stored_clips(sim_out)), "--device-key", str(pub))
     assert ok.returncode == 0, ok.stdout + ok.stderr
     assert "1 of 1 clip(s) verified" in ok.stdout
 

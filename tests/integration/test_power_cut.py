@@ -9,13 +9,9 @@ byte for byte, and every clip verifies. At most the segment being written is los
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import random
 import signal
-import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -23,57 +19,11 @@ import pytest
 
 from bodycam.daemon.evidence.keys import load_device_public_key
 from bodycam.daemon.evidence.verify import verify_path
-from tests.integration.conftest import SimRig, make_rig
+from tests.daemon_process import act, start_daemon, write_sim_config
+from tests.integration.conftest import make_rig
 
 CYCLES = 20
 SEED = int(os.environ.get("BODYCAM_POWER_CUT_SEED", "20261122"))
-
-
-def write_config(rig: SimRig, path: Path, socket_path: Path) -> None:
-    c = rig.config
-    path.write_text(
-        f"""
-[device]
-state_dir = "{c.device.state_dir}"
-runtime_dir = "{c.device.runtime_dir}"
-[video]
-width = 320
-height = 240
-bitrate = 600000
-[recording]
-pre_event_s = 1.0
-segment_s = 1.0
-[sim]
-speed = 1.0
-control_socket = "{socket_path}"
-"""
-    )
-
-
-def start_daemon(config: Path, log: Path) -> subprocess.Popen[bytes]:
-    with log.open("ab") as sink:
-        return subprocess.Popen(
-            [sys.executable, "-m", "bodycam.daemon.cli", "daemon", "--config", str(config)],
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-        )
-
-
-def act(socket_path: Path, action: dict[str, object], *, timeout: float = 15.0) -> bool:
-    """Send one world action; False if the daemon is not (yet) listening."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-                s.settimeout(timeout)
-                s.connect(str(socket_path))
-                s.sendall(json.dumps(action).encode() + b"\n")
-                reply = json.loads(s.makefile().readline())
-                assert reply["ok"], reply
-                return True
-        except (FileNotFoundError, ConnectionRefusedError):
-            time.sleep(0.05)
-    return False
 
 
 def sealed_segments(clips: Path) -> dict[Path, str]:
@@ -87,7 +37,7 @@ def test_sigkill_at_random_moments_loses_no_sealed_segment(tmp_path: Path) -> No
     rng = random.Random(SEED)
     rig = make_rig(tmp_path)
     config, sock, log = tmp_path / "config.toml", tmp_path / "world.sock", tmp_path / "daemon.log"
-    write_config(rig, config, sock)
+    write_sim_config(config, rig.config, sock, speed=1.0)
     clips = rig.config.clips_dir
     seen: dict[Path, str] = {}
     for cycle in range(CYCLES):

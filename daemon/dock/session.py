@@ -1,0 +1,347 @@
+"""The camera's side of one dock session: the state machine behind every reply.
+
+States (docs/protocol.md, "Session"): ``NEW`` -> HELLO -> ``GREETED`` -> AUTH_DOCK (the
+dock's certificate and transcript signature check out; the camera answers AUTH_DEVICE) ->
+``AUTHENTICATED``, where TIME_SET, CONFIG_PUSH, LIST, READ, COMMIT and STATUS_REQ are
+served, until BYE. Before ``AUTHENTICATED`` only HELLO, AUTH_DOCK and BYE are answered:
+nothing about clips, not even how many there are.
+
+Failed authentications are logged and rate-limited (the limiter outlives sessions), so a
+rogue dock cannot try keys at link speed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from bodycam.daemon.dock.auth import (
+    AUTH_DEVICE_CONTEXT,
+    AUTH_DOCK_CONTEXT,
+    COMMIT_CONTEXT,
+    TIME_CONTEXT,
+    AuthError,
+    sign,
+    transcript_hash,
+    verify,
+    verify_dock_certificate,
+)
+from bodycam.daemon.dock.outbox import Outbox
+from bodycam.daemon.dock.policy import PolicyError, SignedPolicy, check_signed_policy
+from bodycam.daemon.evidence.keys import raw_public_bytes
+from bodycam.drivers.link.endpoint import SessionEnded
+from bodycam.drivers.link.errors import ProtocolError
+from bodycam.drivers.link.frame import MAX_PAYLOAD
+from bodycam.drivers.link.messages import (
+    PROTOCOL_VERSION,
+    SCHEMA_HASH,
+    AuthDevice,
+    AuthDock,
+    Bye,
+    ByeAck,
+    Capability,
+    Commit,
+    CommitAck,
+    CommitStatus,
+    ConfigAck,
+    ConfigPush,
+    Data,
+    ErrorCode,
+    Hello,
+    ListClips,
+    ListReply,
+    Message,
+    Read,
+    Role,
+    Status,
+    StatusReq,
+    TimeAck,
+    TimeSet,
+    encode_message,
+)
+
+_log = logging.getLogger(__name__)
+
+LIST_PAGE = 64
+CAMERA_CAPABILITIES = Capability.RESUME | Capability.TIME | Capability.CONFIG
+# After the n-th failed authentication in a row, refuse for min(2**(n-1), 60) seconds.
+_LOCKOUT_MAX_S = 60.0
+
+
+class Phase(enum.Enum):
+    NEW = "new"
+    GREETED = "greeted"
+    AUTHENTICATED = "authenticated"
+
+
+@dataclass(frozen=True)
+class CameraIdentity:
+    device_id: str
+    firmware: str
+    signing_key: Ed25519PrivateKey
+    # None: the camera was never given the force authority's key, so no dock can prove
+    # itself and nothing leaves the camera.
+    authority: Ed25519PublicKey | None
+
+
+@dataclass
+class AuthLimiter:
+    """Backs off after failed dock authentications; shared by all sessions of a daemon."""
+
+    failures: int = 0
+    locked_until: float = 0.0
+    monotonic: Callable[[], float] = field(default=time.monotonic)
+
+    def check(self) -> None:
+        wait = self.locked_until - self.monotonic()
+        if wait > 0:
+            raise ProtocolError(
+                ErrorCode.RATE_LIMITED, f"too many failed attempts; retry in {wait:.0f} s"
+            )
+
+    def failed(self) -> None:
+        self.failures += 1
+        self.locked_until = self.monotonic() + min(2.0 ** (self.failures - 1), _LOCKOUT_MAX_S)
+
+    def succeeded(self) -> None:
+        self.failures = 0
+        self.locked_until = 0.0
+
+
+@dataclass(frozen=True)
+class TimeChange:
+    previous_utc: dt.datetime
+    offset_s: float
+    was_set: bool
+
+
+class CameraHooks(Protocol):
+    """What a session needs from the running device."""
+
+    def set_time(self, utc: dt.datetime) -> TimeChange: ...
+
+    def clock_is_set(self) -> bool: ...
+
+    def utc_now(self) -> dt.datetime: ...
+
+    def apply_policy(self, signed: SignedPolicy) -> bool:
+        """Store and apply a verified policy; False when it is not newer than the current one."""
+        ...
+
+    def status(self) -> Status: ...
+
+    def committed(self, clip_id: str, dock_id: str) -> None: ...
+
+    async def wait_sealed(self) -> None:
+        """Return once no clip is still being sealed (docking stops a recording)."""
+        ...
+
+
+@dataclass
+class SessionLog:
+    """What happened in one session, for the device's log and status."""
+
+    dock_id: str | None = None
+    authenticated: bool = False
+    clips_deleted: int = 0
+    data_bytes: int = 0
+    clock_offset_s: float | None = None
+    policy_serial: int | None = None
+    refusal: str | None = None
+
+
+class CameraSession:
+    """Answers one dock connection (the Responder's handler)."""
+
+    def __init__(
+        self,
+        identity: CameraIdentity,
+        outbox: Outbox,
+        hooks: CameraHooks,
+        limiter: AuthLimiter,
+    ) -> None:
+        self.identity = identity
+        self.outbox = outbox
+        self.hooks = hooks
+        self.limiter = limiter
+        self.phase = Phase.NEW
+        self.log = SessionLog()
+        self._transcript = b""
+        self._dock_hello = b""
+        self._dock_key: Ed25519PublicKey | None = None
+
+    async def handle(self, message: Message) -> Message | None:
+        if isinstance(message, Hello):
+            return self._hello(message)
+        if isinstance(message, Bye):
+            raise SessionEnded(ByeAck())
+        if isinstance(message, AuthDock):
+            return self._auth(message)
+        if self.phase is not Phase.AUTHENTICATED:
+            raise ProtocolError(
+                ErrorCode.NOT_AUTHENTICATED,
+                f"{type(message).__name__} refused: the dock has not authenticated",
+            )
+        if isinstance(message, Read):
+            return self._read(message)
+        if isinstance(message, ListClips):
+            if message.cursor == 0:
+                await self.hooks.wait_sealed()
+            entries, following, total = self.outbox.page(
+                message.cursor, min(message.max_entries, LIST_PAGE)
+            )
+            return ListReply(total=total, next_cursor=following, entries=tuple(entries))
+        if isinstance(message, Commit):
+            return self._commit(message)
+        if isinstance(message, TimeSet):
+            return self._time(message)
+        if isinstance(message, ConfigPush):
+            return self._config(message)
+        if isinstance(message, StatusReq):
+            return self.hooks.status()
+        raise ProtocolError(
+            ErrorCode.BAD_STATE, f"{type(message).__name__} is not a request a camera answers"
+        )
+
+    # ----- handshake ----------------------------------------------------------------------
+
+    def _hello(self, hello: Hello) -> Hello:
+        self.phase = Phase.NEW
+        self._dock_key = None
+        if hello.role != Role.DOCK:
+            raise ProtocolError(ErrorCode.BAD_STATE, "HELLO must come from a dock")
+        if hello.protocol_version != PROTOCOL_VERSION:
+            raise ProtocolError(
+                ErrorCode.VERSION_MISMATCH,
+                f"camera speaks protocol {PROTOCOL_VERSION}, dock {hello.protocol_version}",
+            )
+        if hello.schema_hash != SCHEMA_HASH:
+            raise ProtocolError(
+                ErrorCode.SCHEMA_MISMATCH,
+                f"message schema {hello.schema_hash.hex()} differs from the camera's "
+                f"{SCHEMA_HASH.hex()}",
+            )
+        reply = Hello(
+            protocol_version=PROTOCOL_VERSION,
+            schema_hash=SCHEMA_HASH,
+            role=Role.CAMERA,
+            node_id=self.identity.device_id,
+            firmware=self.identity.firmware[:64],
+            capabilities=CAMERA_CAPABILITIES,
+            max_payload=MAX_PAYLOAD,
+            window=16,
+            nonce=os.urandom(32),
+        )
+        self._transcript = transcript_hash(encode_message(hello), encode_message(reply))
+        self.phase = Phase.GREETED
+        self.log.dock_id = hello.node_id
+        return reply
+
+    def _auth(self, auth: AuthDock) -> AuthDevice:
+        if self.phase is Phase.NEW:
+            raise ProtocolError(ErrorCode.BAD_STATE, "AUTH_DOCK before HELLO")
+        self.limiter.check()
+        try:
+            dock_key = self._check_dock(auth)
+        except AuthError as exc:
+            self.limiter.failed()
+            self.log.refusal = str(exc)
+            _log.warning("dock authentication failed (%d in a row): %s", self.limiter.failures, exc)
+            raise ProtocolError(ErrorCode.AUTH_FAILED, str(exc)[:200]) from None
+        self.limiter.succeeded()
+        self._dock_key = dock_key
+        self.phase = Phase.AUTHENTICATED
+        self.log.authenticated = True
+        self.log.dock_id = auth.certificate.dock_id
+        _log.info("dock %s authenticated", auth.certificate.dock_id)
+        key = self.identity.signing_key
+        return AuthDevice(
+            device_id=self.identity.device_id,
+            public_key=raw_public_bytes(key.public_key()),
+            signature=sign(key, AUTH_DEVICE_CONTEXT, self._transcript),
+        )
+
+    def _check_dock(self, auth: AuthDock) -> Ed25519PublicKey:
+        authority = self.identity.authority
+        if authority is None:
+            raise AuthError("this camera holds no force authority key (not provisioned)")
+        now = self.hooks.utc_now() if self.hooks.clock_is_set() else None
+        dock_key = verify_dock_certificate(auth.certificate, authority, now=now)
+        if not verify(dock_key, auth.signature, AUTH_DOCK_CONTEXT, self._transcript):
+            raise AuthError(
+                f"dock {auth.certificate.dock_id!r} did not sign this session's transcript"
+            )
+        return dock_key
+
+    # ----- after authentication -----------------------------------------------------------
+
+    def _read(self, read: Read) -> Data:
+        data, size = self.outbox.read(read.clip_id, read.kind, read.index, read.offset, read.length)
+        self.log.data_bytes += len(data)
+        return Data(
+            clip_id=read.clip_id,
+            kind=read.kind,
+            index=read.index,
+            offset=read.offset,
+            file_size=size,
+            data=data,
+        )
+
+    def _signed_by_dock(self, signature: bytes, context: bytes, *parts: bytes) -> None:
+        assert self._dock_key is not None
+        if not verify(self._dock_key, signature, context, self._transcript, *parts):
+            raise ProtocolError(ErrorCode.BAD_SIGNATURE, "not signed by the authenticated dock")
+
+    def _commit(self, commit: Commit) -> CommitAck:
+        self._signed_by_dock(commit.signature, COMMIT_CONTEXT, commit.clip_id, commit.chain_head)
+        if commit.clip_id in self.outbox.deleted:
+            return CommitAck(clip_id=commit.clip_id, status=CommitStatus.ALREADY_GONE)
+        clip = self.outbox.get(commit.clip_id)
+        if commit.chain_head != clip.chain_head:
+            raise ProtocolError(
+                ErrorCode.CHAIN_MISMATCH,
+                f"clip {commit.clip_id.hex()}: the dock's chain head is not the camera's",
+            )
+        try:
+            self.outbox.delete(clip)
+        except OSError as exc:
+            raise ProtocolError(
+                ErrorCode.STORAGE_ERROR, f"cannot delete {clip.directory.name}: {exc.strerror}"
+            ) from None
+        self.log.clips_deleted += 1
+        self.hooks.committed(commit.clip_id.hex(), self.log.dock_id or "?")
+        return CommitAck(clip_id=commit.clip_id, status=CommitStatus.DELETED)
+
+    def _time(self, message: TimeSet) -> TimeAck:
+        self._signed_by_dock(
+            message.signature, TIME_CONTEXT, message.utc_us.to_bytes(8, "little", signed=True)
+        )
+        utc = dt.datetime.fromtimestamp(message.utc_us / 1_000_000, dt.UTC)
+        change = self.hooks.set_time(utc)
+        self.log.clock_offset_s = change.offset_s
+        return TimeAck(
+            previous_utc_us=int(change.previous_utc.timestamp() * 1_000_000),
+            offset_us=round(change.offset_s * 1_000_000),
+            was_set=change.was_set,
+        )
+
+    def _config(self, message: ConfigPush) -> ConfigAck:
+        authority = self.identity.authority
+        assert authority is not None  # authenticated, so provisioned
+        try:
+            signed = check_signed_policy(
+                message.policy, message.signature, authority, source="pushed policy"
+            )
+        except PolicyError as exc:
+            raise ProtocolError(ErrorCode.POLICY_REJECTED, str(exc)[:200]) from None
+        applied = self.hooks.apply_policy(signed)
+        self.log.policy_serial = signed.policy.serial
+        return ConfigAck(serial=signed.policy.serial, applied=applied)

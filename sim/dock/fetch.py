@@ -1,0 +1,194 @@
+"""Pulling files off a camera: many chunks in flight, resumed from what is on disk, hashed.
+
+One pipeline per clip runs through all of its files in order, so the link never idles
+between segments. At most ``window`` READs are outstanding *or* answered but not yet
+written: the dock never holds more than a window of data in memory, and a slow disk slows
+the camera down instead of growing a buffer. A file that exists already in the incoming
+directory is resumed from its size (the bytes there were fsynced when the previous docking
+ended); its SHA-256 covers the old bytes and the new, so a torn resume is caught and the
+file fetched again from the start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import os
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from bodycam.drivers.link.endpoint import Requester
+from bodycam.drivers.link.frame import CHUNK_SIZE
+from bodycam.drivers.link.messages import Data, FileKind, Message, Read
+
+
+class FetchError(Exception):
+    """The camera's file does not match what its listing or manifest promised."""
+
+    def __init__(self, path: Path, problem: str) -> None:
+        super().__init__(f"{path.name}: {problem}")
+        self.path = path
+        self.problem = problem
+
+
+@dataclass(frozen=True)
+class FileJob:
+    """One file to pull: where it comes from on the camera and where it goes here."""
+
+    kind: FileKind
+    index: int
+    path: Path
+    size: int
+    sha256: bytes | None  # None for files no manifest vouches for (the journal)
+
+
+@dataclass
+class FetchCounters:
+    bytes_received: int = 0  # DATA payload bytes that arrived and were written
+    bytes_resumed: int = 0  # bytes already on disk from an earlier docking
+    files: int = 0
+
+
+class _Target:
+    """An incoming file being written: resumed where the previous docking stopped."""
+
+    def __init__(self, job: FileJob) -> None:
+        self.job = job
+        self.hasher = hashlib.sha256()
+        self.fd = os.open(job.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        size = os.fstat(self.fd).st_size
+        if size > job.size or job.sha256 is None:
+            os.ftruncate(self.fd, 0)  # unvouched files are small: always fetch them whole
+            size = 0
+        self.start = size
+        offset = 0
+        while offset < size:  # the hash must cover the bytes fetched last time too
+            block = os.pread(self.fd, min(1 << 20, size - offset), offset)
+            if not block:
+                break
+            self.hasher.update(block)
+            offset += len(block)
+
+    def finish(self) -> None:
+        digest = self.hasher.digest()
+        if self.job.sha256 is not None and digest != self.job.sha256:
+            os.ftruncate(self.fd, 0)
+            raise FetchError(self.job.path, "SHA-256 does not match the manifest")
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            os.close(self.fd)
+
+
+def chunk_size(loss: float) -> int:
+    """Bytes per READ for a link that needs retries on ``loss`` of its sends.
+
+    A frame arrives intact with probability (1 - bit error rate) ** size: on a clean link
+    the largest chunks cost the least per byte, on a noisy one small chunks get through
+    where 64 KiB ones would be resent again and again (ZMODEM shrinks its blocks likewise).
+    """
+    if loss < 0.05:
+        return CHUNK_SIZE
+    if loss < 0.25:
+        return CHUNK_SIZE // 4
+    return CHUNK_SIZE // 16
+
+
+def _fsync_close(fd: int) -> None:
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+async def fetch_files(
+    requester: Requester,
+    clip_id: bytes,
+    jobs: list[FileJob],
+    *,
+    counters: FetchCounters,
+    on_bytes: Callable[[int], None] | None = None,
+) -> None:
+    """Pull every job's file into place, each verified against its SHA-256 when known.
+
+    Raises:
+        FetchError: A file's size or hash differs from what was promised (the caller
+            decides whether to try once more or to reject the clip).
+        LinkClosedError, RemoteError: The link failed; what was written is fsynced first.
+    """
+    window = requester.window
+    inflight: deque[tuple[_Target, int, int, asyncio.Future[Message]]] = deque()
+    syncs: list[asyncio.Task[None]] = []
+    targets: list[_Target] = []
+
+    async def complete_head() -> None:
+        target, offset, length, future = inflight.popleft()
+        reply = await future
+        _check_reply(reply, target, clip_id, offset, length)
+        assert isinstance(reply, Data)
+        data = reply.data
+        os.pwrite(target.fd, data, offset)
+        target.hasher.update(data)
+        counters.bytes_received += length
+        if on_bytes is not None:
+            on_bytes(length)
+        if offset + length == target.job.size:
+            _finish(target)
+
+    def _finish(target: _Target) -> None:
+        target.finish()
+        counters.files += 1
+        targets.remove(target)
+        # fsync in a thread while the next file streams in; awaited before returning.
+        syncs.append(asyncio.create_task(asyncio.to_thread(_fsync_close, target.fd)))
+
+    try:
+        for job in jobs:
+            target = _Target(job)
+            targets.append(target)
+            counters.bytes_resumed += target.start
+            if target.start == job.size:
+                _finish(target)
+                continue
+            offset = target.start
+            while offset < job.size:
+                length = min(chunk_size(requester.loss), job.size - offset)
+                while len(inflight) >= window:
+                    await complete_head()
+                read = Read(
+                    clip_id=clip_id, kind=job.kind, index=job.index, offset=offset, length=length
+                )
+                inflight.append((target, offset, length, await requester.submit(read)))
+                offset += length
+        while inflight:
+            await complete_head()
+    finally:
+        for _, _, _, future in inflight:
+            if future.done() and not future.cancelled():
+                future.exception()  # retrieved: the link error is reported once, by our caller
+        for target in targets:  # interrupted: keep what arrived, durably, for the next docking
+            with contextlib.suppress(OSError):
+                os.fsync(target.fd)
+            target.close()
+        if syncs:
+            await asyncio.gather(*syncs, return_exceptions=True)
+
+
+def _check_reply(reply: Message, target: _Target, clip_id: bytes, offset: int, length: int) -> None:
+    job = target.job
+    if not isinstance(reply, Data):
+        raise FetchError(job.path, f"expected DATA, got {type(reply).__name__}")
+    if (reply.clip_id, reply.kind, reply.index, reply.offset) != (
+        clip_id,
+        job.kind,
+        job.index,
+        offset,
+    ):
+        raise FetchError(job.path, "DATA for another file or offset than requested")
+    if reply.file_size != job.size:
+        raise FetchError(job.path, f"camera's file is {reply.file_size} bytes, expected {job.size}")
+    if len(reply.data) != length:
+        raise FetchError(job.path, f"{len(reply.data)} bytes at {offset}, expected {length}")

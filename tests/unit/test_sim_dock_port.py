@@ -1,0 +1,224 @@
+"""SimDockPort: docking notifications, the link while docked, and a camera lifted mid-read."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncIterator
+
+import pytest
+
+from bodycam.drivers.interfaces import ByteLink, DockPort, LinkClosedError
+from bodycam.drivers.serial_link import FdLink, open_serial
+from bodycam.sim.dock_port import SimDockPort
+
+TIMEOUT = 10.0
+
+
+@pytest.fixture
+async def port() -> AsyncIterator[SimDockPort]:
+    dock_port = SimDockPort()
+    yield dock_port
+    dock_port.close()
+
+
+async def _read_exactly(link: ByteLink, nbytes: int) -> bytes:
+    got = bytearray()
+    async with asyncio.timeout(TIMEOUT):
+        while len(got) < nbytes:
+            got += await link.read()
+    return bytes(got)
+
+
+async def _exchange(camera: ByteLink, dock: ByteLink, tag: bytes) -> None:
+    await camera.write(b"from camera ", tag)
+    assert await _read_exactly(dock, 12 + len(tag)) == b"from camera " + tag
+    await dock.write(b"from dock ", tag)
+    assert await _read_exactly(camera, 10 + len(tag)) == b"from dock " + tag
+
+
+def test_is_a_dock_port() -> None:
+    dock_port: DockPort = SimDockPort()  # mypy checks the protocol; this checks it runs
+    assert not dock_port.docked
+
+
+async def test_plug_and_unplug_call_the_handler(port: SimDockPort) -> None:
+    seen: list[tuple[bool, bool, str | None]] = []
+    # The handler may look at the port while it is told (the lock is re-entrant).
+    port.set_handler(lambda docked: seen.append((docked, port.docked, port.port_path)))
+    assert not port.docked
+    assert port.port_path is None
+    path = port.plug()
+    assert port.docked
+    assert port.port_path == path
+    assert port.plug() == path  # second plug while docked: nothing happens
+    port.unplug()
+    port.unplug()  # already out: nothing happens
+    assert not port.docked
+    assert port.port_path is None
+    assert seen == [(True, True, path), (False, False, None)]
+    port.set_handler(None)
+    port.plug()
+    port.unplug()
+    assert len(seen) == 2
+
+
+async def test_handler_runs_on_the_thread_that_plugs(port: SimDockPort) -> None:
+    threads: list[str] = []
+    port.set_handler(lambda _docked: threads.append(threading.current_thread().name))
+    await asyncio.to_thread(port.plug)
+    await asyncio.to_thread(port.unplug)
+    assert len(threads) == 2
+    assert threading.current_thread().name not in threads
+
+
+async def test_a_failing_handler_does_not_break_the_world(port: SimDockPort) -> None:
+    def broken(_docked: bool) -> None:
+        raise RuntimeError("handler bug")
+
+    port.set_handler(broken)
+    port.plug()
+    assert port.docked
+    port.unplug()
+    assert not port.docked
+
+
+async def test_open_link_when_not_docked_raises(port: SimDockPort) -> None:
+    with pytest.raises(LinkClosedError, match="not docked"):
+        await port.open_link()
+    port.plug()
+    port.unplug()
+    with pytest.raises(LinkClosedError, match="not docked"):
+        await port.open_link()
+
+
+async def test_bytes_flow_both_ways_while_docked(port: SimDockPort) -> None:
+    path = port.plug()
+    camera = await port.open_link()
+    dock = open_serial(path)
+    try:
+        await _exchange(camera, dock, b"one")
+    finally:
+        dock.close()
+
+
+async def test_camera_link_works_before_the_dock_opens(port: SimDockPort) -> None:
+    path = port.plug()
+    camera = await port.open_link()
+    reader = asyncio.create_task(camera.read())
+    await asyncio.sleep(0.05)
+    assert not reader.done(), "the camera's end failed while the dock had not opened yet"
+    dock = open_serial(path)
+    try:
+        await dock.write(b"hello")
+        async with asyncio.timeout(TIMEOUT):
+            assert await reader == b"hello"
+        # The dock agent restarting does not disturb the camera either.
+        dock.close()
+        dock = open_serial(path)
+        await _exchange(camera, dock, b"after restart")
+    finally:
+        dock.close()
+
+
+async def test_unplug_mid_read_fails_both_ends(port: SimDockPort) -> None:
+    path = port.plug()
+    camera = await port.open_link()
+    dock = open_serial(path)
+    try:
+        camera_read = asyncio.create_task(camera.read())
+        dock_read = asyncio.create_task(dock.read())
+        await asyncio.sleep(0.05)
+        port.unplug()
+        async with asyncio.timeout(TIMEOUT):
+            with pytest.raises(LinkClosedError):
+                await camera_read
+            with pytest.raises(LinkClosedError):
+                await dock_read
+            with pytest.raises(LinkClosedError):
+                await dock.write(b"anyone there?")
+            with pytest.raises(LinkClosedError):
+                await camera.write(b"anyone there?")
+    finally:
+        dock.close()
+
+
+async def test_unplug_from_another_thread_wakes_the_camera(port: SimDockPort) -> None:
+    path = port.plug()
+    camera = await port.open_link()
+    dock = open_serial(path)
+    try:
+        camera_read = asyncio.create_task(camera.read())
+        await asyncio.sleep(0.05)
+        await asyncio.to_thread(port.unplug)
+        async with asyncio.timeout(TIMEOUT):
+            with pytest.raises(LinkClosedError):
+                await camera_read
+            with pytest.raises(LinkClosedError):
+                await dock.read()
+    finally:
+        dock.close()
+
+
+async def test_replug_gives_a_new_working_docking(port: SimDockPort) -> None:
+    first_path = port.plug()
+    old_camera = await port.open_link()
+    old_dock = open_serial(first_path)
+    try:
+        await _exchange(old_camera, old_dock, b"first")
+        port.unplug()
+        second_path = port.plug()  # the kernel may hand out the same pts number again
+        camera = await port.open_link()
+        dock = open_serial(second_path)
+        try:
+            await _exchange(camera, dock, b"second")
+            async with asyncio.timeout(TIMEOUT):
+                with pytest.raises(LinkClosedError):
+                    await old_dock.read()
+                with pytest.raises(LinkClosedError):
+                    await old_camera.read()
+        finally:
+            dock.close()
+    finally:
+        old_dock.close()
+
+
+async def test_reopening_the_link_keeps_the_docking(port: SimDockPort) -> None:
+    path = port.plug()
+    first = await port.open_link()
+    dock = open_serial(path)
+    try:
+        await _exchange(first, dock, b"a")
+        second = await port.open_link()
+        assert isinstance(first, FdLink)
+        assert first.closed  # one reader at a time
+        await _exchange(second, dock, b"b")
+        second.close()  # the camera closing its port is not an undocking
+        assert port.docked
+        await dock.write(b"queued")
+        third = await port.open_link()
+        assert await _read_exactly(third, 6) == b"queued"
+    finally:
+        dock.close()
+
+
+async def test_close_releases_and_refuses_new_plugs(port: SimDockPort) -> None:
+    told: list[bool] = []
+    port.set_handler(told.append)
+    path = port.plug()
+    camera = await port.open_link()
+    dock = open_serial(path)
+    try:
+        port.close()
+        port.close()
+        assert told == [True]  # shutdown is not an undocking
+        assert not port.docked
+        async with asyncio.timeout(TIMEOUT):
+            with pytest.raises(LinkClosedError):
+                await camera.read()
+            with pytest.raises(LinkClosedError):
+                await dock.read()
+        with pytest.raises(RuntimeError, match="closed"):
+            port.plug()
+    finally:
+        dock.close()
