@@ -49,15 +49,20 @@ _YIELD_EVERY = 32
 _HANGUP_EVENTS = select.POLLHUP | select.POLLERR | select.POLLNVAL
 
 
-def _iov_max() -> int:
-    try:
-        value = os.sysconf("SC_IOV_MAX")
-    except (ValueError, OSError):
-        return 1024
-    return value if value > 0 else 1024
+# writev takes at most this many chunks per call (1024 on Linux; -1 means "no limit known").
+_IOV_MAX = max(16, os.sysconf("SC_IOV_MAX")) if "SC_IOV_MAX" in os.sysconf_names else 1024
 
 
-_IOV_MAX = _iov_max()
+def _termios_flags(names: str) -> int:
+    value = 0
+    for flag in names.split():
+        value |= getattr(termios, flag)
+    return value
+
+
+# What cfmakeraw clears, plus the software flow control and parity checks pyserial may leave.
+_IFLAG_OFF = _termios_flags("IGNBRK BRKINT PARMRK ISTRIP INLCR IGNCR ICRNL IXON IXOFF IXANY INPCK")
+_LFLAG_OFF = _termios_flags("ECHO ECHONL ICANON ISIG IEXTEN")
 
 
 def _wake(waiter: asyncio.Future[None]) -> None:
@@ -305,21 +310,9 @@ def make_raw(fd: int) -> None:
     output processing) is cleared, so every byte value passes unchanged both ways.
     """
     iflag, oflag, cflag, lflag, ispeed, ospeed, cc = termios.tcgetattr(fd)
-    iflag &= ~(
-        termios.IGNBRK
-        | termios.BRKINT
-        | termios.PARMRK
-        | termios.ISTRIP
-        | termios.INLCR
-        | termios.IGNCR
-        | termios.ICRNL
-        | termios.IXON
-        | termios.IXOFF
-        | termios.IXANY
-        | termios.INPCK
-    )
+    iflag &= ~_IFLAG_OFF
     oflag &= ~termios.OPOST
-    lflag &= ~(termios.ECHO | termios.ECHONL | termios.ICANON | termios.ISIG | termios.IEXTEN)
+    lflag &= ~_LFLAG_OFF
     cflag &= ~(termios.CSIZE | termios.PARENB)
     cflag |= termios.CS8 | termios.CREAD | termios.CLOCAL
     cc[termios.VMIN] = 1

@@ -9,6 +9,11 @@ dock. It forwards whatever each side reads to the other, and on the way
 * after a forwarded read, with probability ``garbage_rate``, appends 1-300 random bytes,
   half the time containing the frame magic so that the receiver's resync is exercised;
 * ``cut`` closes both ends at once; ``cut_after`` does so once a number of bytes passed.
+
+For the far ends to see a cut, the cable must hold the pty masters (the camera and the dock
+open the slave paths). With ``SimDockPort`` on the camera side the port keeps its own slave
+open, as a real gadget port outlives the host closing it: call its ``unplug`` as well to
+lift the camera out.
 """
 
 from __future__ import annotations
