@@ -27,6 +27,7 @@ import time
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
+from typing import Any
 
 from bodycam.daemon.dock.auth import create_dock_identity, load_dock_identity
 from bodycam.daemon.dock.outbox import Outbox
@@ -237,11 +238,12 @@ def offload_once(world: World, run: str) -> OffloadRun:
     return OffloadRun(transfer_s, session_s, dock_cpu, camera_cpu, report)
 
 
-def _raw_writer(master_fd: int, nbytes: int) -> None:
-    chunk = os.urandom(CHUNK_SIZE)
+def _raw_writer(master_fd: int, nbytes: int, done: Any) -> None:
+    chunk = memoryview(os.urandom(CHUNK_SIZE))
     sent = 0
-    while sent < nbytes:
-        sent += os.write(master_fd, chunk)
+    while sent < nbytes:  # exactly nbytes: the reader stops there
+        sent += os.write(master_fd, chunk[: min(CHUNK_SIZE, nbytes - sent)])
+    done.wait()  # a pty slave reads EIO once its master closes, even with bytes queued
     os.close(master_fd)
 
 
@@ -250,7 +252,8 @@ def raw_once(nbytes: int) -> float:
     pty = open_pty_pair()
     os.set_blocking(pty.master_fd, True)
     ctx = multiprocessing.get_context("fork")
-    child = ctx.Process(target=_raw_writer, args=(pty.master_fd, nbytes))
+    done = ctx.Event()
+    child = ctx.Process(target=_raw_writer, args=(pty.master_fd, nbytes, done))
     started = time.perf_counter()
     child.start()
     os.close(pty.master_fd)
@@ -258,6 +261,7 @@ def raw_once(nbytes: int) -> float:
     while received < nbytes:
         received += len(os.read(pty.slave_fd, CHUNK_SIZE))
     elapsed = time.perf_counter() - started
+    done.set()
     child.join()
     os.close(pty.slave_fd)
     return elapsed
