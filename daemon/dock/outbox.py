@@ -19,10 +19,10 @@ from pathlib import Path
 from typing import Final
 
 from bodycam.daemon.evidence.errors import EvidenceError
-from bodycam.daemon.evidence.fsio import fsync_dir, read_bounded
+from bodycam.daemon.evidence.fsio import fsync_dir
 from bodycam.daemon.evidence.journal import JOURNAL_NAME
-from bodycam.daemon.evidence.manifest import MANIFEST_NAME, SIGNATURE_NAME
-from bodycam.daemon.evidence.schema import MAX_MANIFEST_BYTES, parse_manifest, parse_utc
+from bodycam.daemon.evidence.manifest import MANIFEST_NAME, SIGNATURE_NAME, load_manifest
+from bodycam.daemon.evidence.schema import parse_utc
 from bodycam.daemon.evidence.verify import is_clip_dir
 from bodycam.drivers.link.errors import ProtocolError
 from bodycam.drivers.link.messages import ClipEntry, ErrorCode, FileKind
@@ -51,10 +51,8 @@ def _file_size(path: Path) -> int:
 
 
 def _load(directory: Path) -> OutboxClip | None:
-    manifest_path = directory / MANIFEST_NAME
     try:
-        data = read_bounded(manifest_path, MAX_MANIFEST_BYTES, what="manifest")
-        manifest = parse_manifest(data, source=str(manifest_path))
+        data, manifest = load_manifest(directory)
     except FileNotFoundError:
         return None  # still recording, or not recovered yet
     except EvidenceError as exc:

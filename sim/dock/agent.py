@@ -33,10 +33,18 @@ from bodycam.daemon.dock.auth import (
 )
 from bodycam.daemon.dock.policy import SignedPolicy
 from bodycam.daemon.evidence.errors import EvidenceError
+from bodycam.daemon.evidence.fsio import read_bounded
 from bodycam.daemon.evidence.journal import JOURNAL_NAME
 from bodycam.daemon.evidence.keys import fingerprint, load_device_public_key, raw_public_bytes
-from bodycam.daemon.evidence.manifest import MANIFEST_NAME, SIGNATURE_NAME, signature_valid
-from bodycam.daemon.evidence.schema import Manifest, parse_manifest
+from bodycam.daemon.evidence.manifest import (
+    MANIFEST_NAME,
+    SIGNATURE_NAME,
+    SIGNATURE_SIZE,
+    load_manifest,
+    load_signature,
+    signature_valid,
+)
+from bodycam.daemon.evidence.schema import MAX_MANIFEST_BYTES, Manifest, parse_manifest
 from bodycam.daemon.evidence.verify import verify_clip
 from bodycam.drivers.interfaces import ByteLink, LinkClosedError
 from bodycam.drivers.link.endpoint import Requester
@@ -315,6 +323,14 @@ class _Session:
     async def pull_and_verify(self, entry: ClipEntry) -> list[str]:
         """Fetch and verify one clip; [] when it was accepted into the store."""
         clip_id = entry.clip_id.hex()
+        if entry.manifest_size > MAX_MANIFEST_BYTES or entry.signature_size != SIGNATURE_SIZE:
+            # Bounded before anything is fetched: a listing is input from the link.
+            problems = [
+                f"listing claims a {entry.manifest_size}-byte manifest and a "
+                f"{entry.signature_size}-byte signature; refused unfetched"
+            ]
+            _log.error("clip %s: %s", clip_id, problems[0])
+            return problems
         incoming = self.store.incoming_dir(self.device_id, entry.name)
         head = [
             FileJob(FileKind.MANIFEST, 0, incoming / MANIFEST_NAME, entry.manifest_size, None),
@@ -365,12 +381,16 @@ class _Session:
     def _check_manifest(
         self, incoming: Path, entry: ClipEntry
     ) -> tuple[list[str], Manifest | None]:
-        data = (incoming / MANIFEST_NAME).read_bytes()
-        signature = (incoming / SIGNATURE_NAME).read_bytes()
+        try:
+            data = read_bounded(incoming / MANIFEST_NAME, MAX_MANIFEST_BYTES, what="manifest")
+            signature = load_signature(incoming)
+        except EvidenceError:
+            signature = b""
+            data = b""
         if hashlib.sha256(data).digest() != entry.manifest_sha256:
             return ["manifest: differs from the one the camera listed"], None
         assert self.device_key is not None
-        if len(signature) != 64 or not signature_valid(data, signature, self.device_key):
+        if not signature_valid(data, signature, self.device_key):
             return ["manifest: signature invalid for the registered camera key (edited?)"], None
         try:
             manifest = parse_manifest(data, source=f"{entry.name}/{MANIFEST_NAME}")
@@ -412,9 +432,7 @@ class _Session:
 
 def _stored_chain_head(directory: Path) -> bytes | None:
     try:
-        manifest = parse_manifest(
-            (directory / MANIFEST_NAME).read_bytes(), source=str(directory / MANIFEST_NAME)
-        )
+        _, manifest = load_manifest(directory)
     except (OSError, EvidenceError):
         return None
     return bytes.fromhex(manifest.chain_head)
