@@ -184,9 +184,7 @@ def _camera_main(master_fd: int, world: World, clips: Path, conn: Connection) ->
 
 def _store(world: World, run: str) -> DockStore:
     store = DockStore(world.root / f"store-{run}")
-    key_path = store.device_key_path(DEVICE_ID)
-    key_path.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(world.device_key.with_suffix(".pub"), key_path)
+    store.register_device(DEVICE_ID, world.device_key.with_suffix(".pub"))
     return store
 
 

@@ -60,11 +60,9 @@ def prepare_dock(out: Path, config: Config, authority_key: Path) -> DockSetup:
         create_dock_identity(credentials, DOCK_ID, authority_key, days=30)
     setup = DockSetup(credentials, out / "dock" / "store", authority_key)
     store = setup.store()
-    registered = store.device_key_path(config.device.id)
-    if not registered.exists():
-        registered.parent.mkdir(parents=True, exist_ok=True)
+    if not store.device_key_path(config.device.id).exists():
         device_pub = config.key_path(config.keys.device_key).with_suffix(".pub")
-        shutil.copyfile(device_pub, registered)
+        store.register_device(config.device.id, device_pub)
     return setup
 
 

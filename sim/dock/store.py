@@ -21,7 +21,8 @@ from typing import Any, Final
 
 from bodycam.daemon.evidence.errors import EvidenceError
 from bodycam.daemon.evidence.export import ExportResult
-from bodycam.daemon.evidence.fsio import fsync_dir
+from bodycam.daemon.evidence.fsio import fsync_dir, write_file_durably
+from bodycam.daemon.evidence.keys import load_device_public_key
 from bodycam.daemon.evidence.manifest import load_manifest
 from bodycam.daemon.evidence.schema import format_utc, parse_utc
 from bodycam.sim.dock import store_ops
@@ -155,6 +156,17 @@ class DockStore:
     def device_key_path(self, device_id: str) -> Path:
         """Where the registry keeps camera ``device_id``'s public key."""
         return self.root / "devices" / f"{_check_name(device_id, 'device id')}.pub"
+
+    def register_device(self, device_id: str, public_key: Path) -> Path:
+        """Enrol a camera: copy its public key file (PEM or base64) into the registry.
+
+        Raises:
+            EvidenceError: ``public_key`` is not an Ed25519 public key.
+        """
+        load_device_public_key(public_key)  # never register something that cannot verify
+        path = self.device_key_path(device_id)
+        write_file_durably(path, public_key.read_bytes(), overwrite=True)
+        return path
 
     def incoming_dir(self, device_id: str, clip_name: str) -> Path:
         """The directory a transfer of ``clip_name`` writes into (kept as is, to resume)."""

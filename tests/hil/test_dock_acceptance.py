@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import shutil
 from pathlib import Path
 
 from bodycam.daemon.dock.auth import create_dock_identity, load_dock_identity
@@ -20,9 +19,7 @@ def _dock(tmp_path: Path, target: DockTarget, authority_key: Path) -> tuple[Dock
     credentials.mkdir()
     create_dock_identity(credentials, "DOCK-HIL", authority_key, days=1)
     store = DockStore(tmp_path / f"store-{authority_key.parent.name}")
-    registered = store.device_key_path(target.device_id)
-    registered.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(target.device_pub, registered)
+    store.register_device(target.device_id, target.device_pub)
     return store, DockAgent(store, load_dock_identity(credentials), retry_s=0.3)
 
 

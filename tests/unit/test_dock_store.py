@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from bodycam.daemon.evidence.errors import EvidenceError
 from bodycam.daemon.evidence.keys import generate_device_key
 from bodycam.daemon.evidence.schema import format_utc
 from bodycam.daemon.evidence.verify import verify_clip
@@ -143,6 +144,20 @@ def test_bad_clip_names_and_ids_are_store_errors(store: DockStore) -> None:
         store.find("0f0d")
     with pytest.raises(StoreError, match="no stored clip has an id starting with 0f0d386a"):
         store.find("0f0d386a")
+
+
+def test_register_device_enrols_a_key_and_refuses_anything_else(
+    store: DockStore, tmp_path: Path
+) -> None:
+    generate_device_key(tmp_path / "cam.key")
+    path = store.register_device("CAM-1", tmp_path / "cam.pub")
+    assert path == store.device_key_path("CAM-1")
+    assert path.read_bytes() == (tmp_path / "cam.pub").read_bytes()
+    junk = tmp_path / "junk.pub"
+    junk.write_text("not a key\n")
+    with pytest.raises(EvidenceError):
+        store.register_device("CAM-2", junk)
+    assert not store.device_key_path("CAM-2").exists()
 
 
 def test_incoming_dir_keeps_what_is_there_to_resume(store: DockStore) -> None:
