@@ -142,7 +142,7 @@ def _cmd_policy(args: argparse.Namespace) -> int:
     from bodycam.daemon.evidence.keys import load_device_key
 
     policy = policy_from_toml(args.source)
-    signed = sign_policy(load_device_key(args.authority), policy)
+    signed = sign_policy(load_device_key(args.authority, what="authority private key"), policy)
     save_signed_policy(args.output, signed)
     print(f"policy {policy.serial} signed: {args.output}/policy.json and policy.sig")
     return EXIT_OK

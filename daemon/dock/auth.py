@@ -191,7 +191,7 @@ def create_dock_identity(
     Raises:
         EvidenceError: The key exists already, or a key cannot be read or written.
     """
-    authority = load_device_key(authority_key)
+    authority = load_device_key(authority_key, what="authority private key")
     key = generate_device_key(directory / DOCK_KEY_NAME)
     cert = issue_dock_certificate(
         authority, key.public_key(), dock_id, not_before=now or dt.datetime.now(dt.UTC), days=days
@@ -209,7 +209,7 @@ def load_dock_identity(directory: Path) -> DockIdentity:
     Raises:
         EvidenceError: Missing or malformed files, or a certificate for another key.
     """
-    key = load_device_key(directory / DOCK_KEY_NAME)
+    key = load_device_key(directory / DOCK_KEY_NAME, what="dock key")
     path = directory / DOCK_CERT_NAME
     try:
         data = read_bounded(path, MAX_CERT_FILE_BYTES, what="dock certificate")
@@ -226,4 +226,4 @@ def load_dock_identity(directory: Path) -> DockIdentity:
 
 def load_authority_public_key(path: Path) -> Ed25519PublicKey:
     """The force authority's public key (PEM or base64 raw), as provisioned on a camera."""
-    return load_device_public_key(path)
+    return load_device_public_key(path, what="authority public key")

@@ -164,25 +164,25 @@ def _kind(key: object) -> str:
     return type(key).__name__.lstrip("_")
 
 
-def load_device_key(path: Path) -> Ed25519PrivateKey:
-    """Load the device's Ed25519 signing key.
+def load_device_key(path: Path, *, what: str = "device key") -> Ed25519PrivateKey:
+    """Load an Ed25519 signing key: the device's (or, named by ``what``, a dock's or authority's).
 
     Raises:
         EvidenceError: Missing, unreadable, malformed, or not an Ed25519 private key.
     """
-    key = _load_private(path, "device key")
+    key = _load_private(path, what)
     if not isinstance(key, Ed25519PrivateKey):
         raise EvidenceError(f"{path}: not an Ed25519 private key (found {_kind(key)})")
     return key
 
 
-def load_device_public_key(path: Path) -> Ed25519PublicKey:
-    """Load a device's Ed25519 public key (PEM, or base64 of the 32 raw bytes).
+def load_device_public_key(path: Path, *, what: str = "device public key") -> Ed25519PublicKey:
+    """Load an Ed25519 public key (PEM, or base64 of the 32 raw bytes); ``what`` names it.
 
     Raises:
         EvidenceError: Missing, unreadable, malformed, or not an Ed25519 public key.
     """
-    key = _load_public(path, "device public key")
+    key = _load_public(path, what)
     if isinstance(key, bytes):
         try:
             return Ed25519PublicKey.from_public_bytes(key)

@@ -30,16 +30,14 @@ import secrets
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from bodycam.drivers.interfaces import ByteLink, LinkClosedError
 from bodycam.drivers.link.errors import ProtocolError
 from bodycam.drivers.link.frame import FLAG_IGNORABLE, Deframer, Frame, encode_frame
 from bodycam.drivers.link.messages import (
-    Ack,
     ErrorCode,
     ErrorReply,
-    Hello,
     Message,
     MsgType,
     decode_message,
@@ -289,7 +287,6 @@ class ResponderStats(LinkStats):
     replays: int = 0
     stale: int = 0
     data_bytes_sent: int = 0
-    extra: dict[str, int] = field(default_factory=dict)
 
 
 class SessionEnded(Exception):  # noqa: N818 - a signal from a handler, not an error
@@ -422,15 +419,9 @@ class Responder:
             self._cache.popitem(last=False)
 
 
-async def send_ack(link: ByteLink, *, ack: int) -> None:
-    """A standalone cumulative acknowledgement (used when a side goes quiet)."""
-    await link.write(*encode_frame(int(MsgType.ACK), encode_message(Ack()), seq=0, ack=ack))
-
-
 __all__ = [
     "DEFAULT_WINDOW",
     "Handler",
-    "Hello",
     "LinkStats",
     "PeerSilentError",
     "RemoteError",
@@ -438,5 +429,4 @@ __all__ = [
     "Responder",
     "ResponderStats",
     "SessionEnded",
-    "send_ack",
 ]
