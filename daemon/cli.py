@@ -51,6 +51,14 @@ def _cmd_daemon(args: argparse.Namespace) -> int:
     )
     config = load_config(path)
     keys = load_keys(config)
+    if args.check:
+        # What an engineer runs after editing the config: nothing starts, nothing changes.
+        print(
+            f"config OK: camera {config.device.id} on the {config.device.board} board, "
+            f"state in {config.device.state_dir}, keys loaded"
+            + ("" if keys.authority else " (no authority key: no dock can take footage off)")
+        )
+        return EXIT_OK
     recover(config, keys)
     board = load_board(config)
     notifier = SystemdNotifier.from_environment()
@@ -164,6 +172,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("daemon", help="run the camera (the device process)")
     p.add_argument("--config", type=Path, help=f"TOML config (default {DEFAULT_CONFIG_PATH})")
     p.add_argument("-v", "--verbose", action="store_true")
+    p.add_argument(
+        "--check", action="store_true", help="check the config and keys, then exit (no camera)"
+    )
     p.set_defaults(func=_cmd_daemon)
 
     from bodycam.sim.cli_args import add_sim_arguments
@@ -204,6 +215,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_dock_parser(sub)
     add_store_parser(sub)
+    from bodycam.daemon.deploy_cli import add_deploy_parsers
+
+    add_deploy_parsers(sub)
     return parser
 
 

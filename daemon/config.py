@@ -98,6 +98,11 @@ class PolicySection(_Section):
 
 
 class BatterySection(_Section):
+    # The power_supply device of the fuel gauge (/sys/class/power_supply/<supply>); empty:
+    # the first one whose type is Battery. ``charger``: the supply whose ``online`` means
+    # charging (empty: any online non-battery supply). Pi board only.
+    supply: str = Field(default="", max_length=64, pattern=r"^[A-Za-z0-9._:-]*$")
+    charger: str = Field(default="", max_length=64, pattern=r"^[A-Za-z0-9._:-]*$")
     low_percent: float = Field(default=15.0, ge=0, le=100)
     critical_percent: float = Field(default=5.0, ge=0, le=100)
     poll_s: float = Field(default=5.0, gt=0, le=600)
@@ -116,6 +121,88 @@ class KeysSection(_Section):
     # The force authority's Ed25519 public key: docks must hold a certificate from it, and
     # pushed policies must be signed by it. Without it no dock can take footage off.
     authority_public_key: Path = Path("keys/authority.pub")
+
+
+class PinsSection(_Section):
+    """Where the parts hang on the GPIO header (BCM numbers); the simulator uses them too."""
+
+    red_led: int = Field(default=17, ge=0, le=27)
+    green_led: int = Field(default=27, ge=0, le=27)
+    beeper: int = Field(default=22, ge=0, le=27)
+    # "buzzer": an active buzzer, on while the pin is high. "tone": a passive piezo driven
+    # with a PWM square wave at beeper_tone_hz.
+    beeper_kind: Literal["buzzer", "tone"] = "buzzer"
+    beeper_tone_hz: float = Field(default=2700.0, ge=100, le=10_000)
+    record_button: int = Field(default=5, ge=0, le=27)
+    function_button: int | None = Field(default=6, ge=0, le=27)
+    # None: no power switch, the camera is on whenever the daemon runs.
+    power_switch: int | None = Field(default=26, ge=0, le=27)
+    # Auto-activation inputs by name (holster, vehicle, weapon); switch to ground, active low.
+    triggers: dict[str, int] = Field(default_factory=lambda: {"holster": 13, "vehicle": 19})
+
+    @model_validator(mode="after")
+    def _one_part_per_pin(self) -> PinsSection:
+        seen: dict[int, str] = {}
+        for key, pin in self.assigned():
+            if not 0 <= pin <= 27:
+                raise ValueError(f"{key} = {pin}: not a header GPIO (BCM 0-27)")
+            if pin in seen:
+                raise ValueError(f"{key} and {seen[pin]} both use GPIO {pin}")
+            seen[pin] = key
+        for name in self.triggers:
+            if not name.isidentifier():
+                raise ValueError(f"triggers.{name}: trigger names are plain words")
+        return self
+
+    def assigned(self) -> list[tuple[str, int]]:
+        """Every (config key, pin) in use, in a stable order."""
+        parts: list[tuple[str, int | None]] = [
+            ("red_led", self.red_led),
+            ("green_led", self.green_led),
+            ("beeper", self.beeper),
+            ("record_button", self.record_button),
+            ("function_button", self.function_button),
+            ("power_switch", self.power_switch),
+        ]
+        parts += [(f"triggers.{name}", pin) for name, pin in sorted(self.triggers.items())]
+        return [(key, pin) for key, pin in parts if pin is not None]
+
+
+class CameraSection(_Section):
+    """The camera module on a Pi board (picamera2); the size and rate are in [video]."""
+
+    index: int = Field(default=0, ge=0, le=7)
+    # No frame for this long: the sensor has stalled; it is reported and restarted.
+    stall_timeout_s: float = Field(default=2.0, ge=0.2, le=60)
+    hflip: bool = False
+    vflip: bool = False
+
+
+class GadgetSection(_Section):
+    """The USB port the dock plugs into: a CDC-ACM gadget (Pi board only)."""
+
+    # The gadget's serial port on the camera; the daemon keeps it open.
+    tty: Path = Path("/dev/ttyGS0")
+    # The USB device controller (/sys/class/udc/<udc>); empty: the only one there is.
+    udc: str = Field(default="", max_length=64, pattern=r"^[A-Za-z0-9._:-]*$")
+    # Docked when the controller is "configured" by a host (udc), when VBUS is present
+    # (vbus, from vbus_supply's online), or either.
+    detect: Literal["udc", "vbus", "udc_or_vbus"] = "udc"
+    vbus_supply: str = Field(default="", max_length=64, pattern=r"^[A-Za-z0-9._:-]*$")
+    poll_s: float = Field(default=0.25, ge=0.05, le=5)
+    # What the dock host sees (its udev rule matches these; keep them in step).
+    vendor_id: int = Field(default=0x1209, ge=0, le=0xFFFF)
+    product_id: int = Field(default=0x0001, ge=0, le=0xFFFF)
+    manufacturer: str = Field(default="bodycam project", min_length=1, max_length=126)
+    product: str = Field(default="bodycam camera", min_length=1, max_length=126)
+
+    @model_validator(mode="after")
+    def _vbus_named(self) -> GadgetSection:
+        if self.detect != "udc" and not self.vbus_supply:
+            raise ValueError(f"detect = {self.detect!r} needs vbus_supply")
+        if not self.product.startswith("bodycam"):
+            raise ValueError("product must start with 'bodycam': the dock recognises it so")
+        return self
 
 
 class SimSection(_Section):
@@ -146,6 +233,9 @@ class Config(_Section):
     battery: BatterySection = BatterySection()
     storage: StorageSection = StorageSection()
     keys: KeysSection = KeysSection()
+    pins: PinsSection = PinsSection()
+    camera: CameraSection = CameraSection()
+    gadget: GadgetSection = GadgetSection()
     sim: SimSection = SimSection()
 
     @model_validator(mode="after")

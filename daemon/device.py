@@ -102,6 +102,8 @@ class Device:
         self._tg: asyncio.TaskGroup | None = None
         self._sensor: asyncio.Task[None] | None = None
         self._sensor_stopping: asyncio.Task[None] | None = None
+        # Part name -> what is wrong with it; the board's start-up faults come first.
+        self._faults: dict[str, str] = {f"board:{i}": f for i, f in enumerate(board.faults)}
         self.dock: DockService | None = None
         if board.dock is not None:
             hooks = DeviceDockHooks(
@@ -159,6 +161,23 @@ class Device:
     def _clock_was_set(self) -> None:
         self._handle(sm.ClockChanged(self.clock.monotonic(), self.clock.is_set()))
 
+    def report_fault(self, part: str, problem: str | None) -> None:
+        """A part started (``problem``) or stopped (None) failing; called on the loop thread.
+
+        The officer hears one warning pattern for all of them; the log and the status name
+        each part and its config key.
+        """
+        before = bool(self._faults)
+        if problem is None:
+            if self._faults.pop(part, None) is not None:
+                log.info("%s: working again", part)
+        elif self._faults.get(part) != problem:
+            log.error("%s", problem)
+            self._faults[part] = problem
+        self.status.hardware_faults = sorted(self._faults.values())
+        if bool(self._faults) != before:
+            self._handle(sm.HardwareFaultsChanged(self.clock.monotonic(), bool(self._faults)))
+
     def _trigger_changed(self, source: str, active: bool) -> None:
         self.post(sm.TriggerChanged(self.clock.monotonic(), source, active))
 
@@ -185,6 +204,9 @@ class Device:
                 # Settle the initial state before telling systemd we are ready.
                 self._handle(sm.ClockChanged(self.clock.monotonic(), self.clock.is_set()))
                 self._handle(sm.PowerSwitched(self.clock.monotonic(), power_on))
+                if self._faults:
+                    self.status.hardware_faults = sorted(self._faults.values())
+                    self._handle(sm.HardwareFaultsChanged(self.clock.monotonic(), True))
                 if self.board.dock is not None and self.board.dock.docked:
                     self._handle(sm.DockChanged(self.clock.monotonic(), True))
                     self.status.docked = True

@@ -34,6 +34,9 @@ class Warning(StrEnum):
     STORAGE_FULL = "storage_full"
     LOW_BATTERY = "low_battery"
     CLOCK_NOT_SET = "clock_not_set"
+    # A part other than the sensor is missing or failing (an LED pin in use, no fuel gauge,
+    # no USB gadget): the camera still records, but someone must look at it.
+    HARDWARE_FAULT = "hardware_fault"
 
 
 FailureReason = Literal["storage_full", "camera_fault", "write_error"]
@@ -56,6 +59,7 @@ WARNING_BEEP: dict[Warning, BeepPattern] = {
     Warning.STORAGE_FULL: BeepPattern.STORAGE_FULL,
     Warning.LOW_BATTERY: BeepPattern.LOW_BATTERY,
     Warning.CLOCK_NOT_SET: BeepPattern.CLOCK_NOT_SET,
+    Warning.HARDWARE_FAULT: BeepPattern.HARDWARE_FAULT,
 }
 
 FAILURE_WARNING: dict[FailureReason, Warning] = {
@@ -180,6 +184,14 @@ class DockChanged:
     docked: bool
 
 
+@dataclass(frozen=True, slots=True)
+class HardwareFaultsChanged:
+    """Some part is (or no part is any longer) missing or failing; the log names which."""
+
+    t: float
+    active: bool
+
+
 Event = (
     PowerSwitched
     | ButtonChanged
@@ -193,6 +205,7 @@ Event = (
     | RecorderFailed
     | CameraRecovered
     | DockChanged
+    | HardwareFaultsChanged
 )
 
 

@@ -41,6 +41,7 @@ class BeepPattern(StrEnum):
     CLOCK_NOT_SET = "clock_not_set"
     CAMERA_FAULT = "camera_fault"
     WRITE_ERROR = "write_error"
+    HARDWARE_FAULT = "hardware_fault"
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,9 +76,9 @@ def beep_steps(pattern: BeepPattern, cfg: IndicatorsSection) -> list[tuple[float
     """The beeps of one play of ``pattern`` as (on-offset, duration) pairs.
 
     Short beeps are ``beep_s`` long and long ones ``long_beep_s``, ``beep_gap_s`` apart.
-    The two fault patterns mix long and short beeps so that they can never be mistaken for
-    a count of short beeps (the other warnings) or the single long stop tone, whatever the
-    counts are set to.
+    The fault patterns use long beeps (two long ones for a missing part), so that they can
+    never be mistaken for a count of short beeps (the other warnings) or the single long
+    stop tone, whatever the counts are set to.
 
     Args:
         pattern: The pattern to expand.
@@ -105,6 +106,8 @@ def beep_steps(pattern: BeepPattern, cfg: IndicatorsSection) -> list[tuple[float
             durations = [long_, short, long_]
         case BeepPattern.WRITE_ERROR:
             durations = [short, long_, short]
+        case BeepPattern.HARDWARE_FAULT:
+            durations = [long_, long_]
     return _beeps(durations, cfg.beep_gap_s)
 
 

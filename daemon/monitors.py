@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from bodycam.daemon import state_machine as sm
 from bodycam.daemon.config import BatterySection, StorageSection
+from bodycam.drivers.interfaces import HardwareError
 
 if TYPE_CHECKING:
     from bodycam.daemon.device import Device
@@ -20,9 +21,12 @@ async def watch_battery(device: Device, cfg: BatterySection) -> None:
     while True:
         try:
             reading = await asyncio.to_thread(device.board.battery.read)
+        except HardwareError as exc:
+            device.report_fault("battery", str(exc))
         except OSError as exc:
-            log.warning("battery: cannot read the fuel gauge: %s", exc)
+            device.report_fault("battery", f"battery: cannot read the fuel gauge: {exc}")
         else:
+            device.report_fault("battery", None)
             device.status.battery_percent = reading.percent
             device.status.charging = reading.charging
             current = (reading.percent, reading.charging)

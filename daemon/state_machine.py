@@ -34,6 +34,7 @@ from bodycam.daemon.events import (
     Event,
     FailureReason,
     FunctionButtonChanged,
+    HardwareFaultsChanged,
     Notice,
     OpenClip,
     PlayBeeps,
@@ -60,7 +61,8 @@ from bodycam.daemon.indicators import BeepPattern, LedPattern
 __all__ = [
     "ROLLOVER_REASON", "Action", "BatteryChanged", "BeepPattern", "ButtonChanged",
     "CameraRecovered", "ClipClosed", "ClockChanged", "CloseClip", "DockChanged", "Event",
-    "FailureReason", "FunctionButtonChanged", "LedPattern", "Notice", "OpenClip", "PlayBeeps",
+    "FailureReason", "FunctionButtonChanged", "HardwareFaultsChanged", "LedPattern", "Notice",
+    "OpenClip", "PlayBeeps",
     "PowerSwitched", "RecorderFailed", "RolloverClip", "SetLed", "SilenceBeeps", "StartSensor",
     "State", "StateChanged", "StateMachine", "StopSensor", "StorageChanged", "Tick",
     "TriggerChanged", "Warning", "WarningsChanged",
@@ -210,6 +212,8 @@ class StateMachine:
                 actions += self._set_warning(t, Warning.CAMERA_FAULT, active=False)
             case DockChanged(t=t, docked=docked):
                 actions += self._on_dock(t, docked)
+            case HardwareFaultsChanged(t=t, active=active):
+                actions += self._set_warning(t, Warning.HARDWARE_FAULT, active=active)
         return actions
 
     def _on_power(self, t: float, on: bool) -> list[Action]:

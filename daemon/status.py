@@ -31,6 +31,8 @@ class DeviceStatus:
     docked: bool = False
     dock_sessions: int = 0
     clips_offloaded: int = 0  # verified and committed by a dock, deleted from the card
+    # Parts missing or failing, each naming the part and its config key.
+    hardware_faults: list[str] = field(default_factory=list)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)

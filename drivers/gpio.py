@@ -66,6 +66,34 @@ class GpioBeeper(_GpioOutput):
         return bool(self._device.is_active)
 
 
+class GpioToneBeeper:
+    """A passive piezo: a PWM square wave at ``tone_hz`` (half duty) while it sounds."""
+
+    def __init__(
+        self, part: str, pin: int | str, *, tone_hz: float, pin_factory: Any = None
+    ) -> None:
+        self._device = _open(
+            part,
+            pin,
+            lambda: gpiozero.PWMOutputDevice(
+                pin, initial_value=0, frequency=tone_hz, pin_factory=pin_factory
+            ),
+        )
+
+    def on(self) -> None:
+        self._device.value = 0.5
+
+    def off(self) -> None:
+        self._device.value = 0
+
+    @property
+    def is_active(self) -> bool:
+        return bool(self._device.value)
+
+    def close(self) -> None:
+        self._device.close()
+
+
 class GpioInput:
     """A button or switch to ground (internal pull-up), debounced by gpiozero."""
 

@@ -260,6 +260,9 @@ class Board:
         default_factory=list
     )
     closers: list[Callable[[], None]] = field(default_factory=list)
+    # Parts that could not be opened at start, each naming the part and its config key; the
+    # board runs without them and the daemon warns the officer.
+    faults: list[str] = field(default_factory=list)
 
     def close(self) -> None:
         """Release every part (pins, devices); safe to call twice."""

@@ -11,12 +11,12 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from bodycam.daemon.config import Config
-from bodycam.drivers.gpio import GpioBeeper, GpioInput, GpioLed
+from bodycam.drivers.gpio_parts import build_gpio_parts, pin_map
 from bodycam.drivers.interfaces import Board
 from bodycam.sim.battery import SimBattery
 from bodycam.sim.clock import SimClock
 from bodycam.sim.dock_port import SimDockPort
-from bodycam.sim.gpio import PINS, SimWorld, make_factory
+from bodycam.sim.gpio import SimWorld, make_factory
 from bodycam.sim.storage import SimStorage
 from bodycam.sim.synthetic_camera import SyntheticCamera
 
@@ -41,23 +41,10 @@ def build_sim_board(config: Config, *, clock: SimClock | None = None) -> SimBoar
     sim = config.sim
     clock = clock or SimClock(sim.speed, clock_set=sim.clock_set)
     factory = make_factory(clock)
-    debounce = config.buttons.debounce_s
-    red = GpioLed("red LED", PINS["red_led"], pin_factory=factory)
-    green = GpioLed("green LED", PINS["green_led"], pin_factory=factory)
-    beeper = GpioBeeper("beeper", PINS["beeper"], pin_factory=factory)
-    record = GpioInput(
-        "record button", PINS["record_button"], debounce_s=debounce, pin_factory=factory
-    )
-    function = GpioInput(
-        "function button", PINS["function_button"], debounce_s=debounce, pin_factory=factory
-    )
-    power = GpioInput("power switch", PINS["power_switch"], pin_factory=factory)
-    triggers = [
-        GpioInput(part, PINS[part], debounce_s=debounce, pin_factory=factory)
-        for part in ("trigger:holster", "trigger:vehicle")
-    ]
-    world = SimWorld(factory)
-    world.set_input("power_switch", sim.power_on)
+    parts = build_gpio_parts(config.pins, debounce_s=config.buttons.debounce_s, pin_factory=factory)
+    world = SimWorld(factory, pin_map(config.pins))
+    if world.has("power_switch"):
+        world.set_input("power_switch", sim.power_on)
     battery = SimBattery(clock, percent=sim.battery_percent, hours=sim.battery_hours)
     clips = config.clips_dir
     storage = SimStorage(clips, quota_bytes=int(sim.storage_quota_mb * 1024 * 1024))
@@ -74,16 +61,16 @@ def build_sim_board(config: Config, *, clock: SimClock | None = None) -> SimBoar
     board = SimBoard(
         name="sim",
         camera=camera,
-        red_led=red,
-        green_led=green,
-        beeper=beeper,
-        record_button=record,
+        red_led=parts.red_led,
+        green_led=parts.green_led,
+        beeper=parts.beeper,
+        record_button=parts.record_button,
         battery=battery,
         clock=clock,
         storage=storage,
-        triggers=triggers,
-        function_button=function,
-        power_switch=power,
+        triggers=parts.triggers,
+        function_button=parts.function_button,
+        power_switch=parts.power_switch,
         power_load=battery,
         dock=dock,
         world=world,
@@ -93,11 +80,10 @@ def build_sim_board(config: Config, *, clock: SimClock | None = None) -> SimBoar
         sim_camera=camera,
         sim_dock=dock,
     )
+    board.faults.extend(parts.faults)
+    board.closers.extend(parts.closers)
     if dock is not None:
         board.closers.append(dock.close)
-    parts: list[GpioLed | GpioBeeper | GpioInput] = [red, green, beeper, record, function, power]
-    for part in [*parts, *triggers]:
-        board.closers.append(part.close)
     if sim.control_socket is not None:
         from bodycam.sim.world_server import serve_world
 

@@ -12,30 +12,20 @@ import threading
 from collections import deque
 from typing import Any
 
-from gpiozero.pins.mock import MockFactory, MockPin
+from gpiozero.pins.mock import MockFactory, MockPWMPin
 
 from bodycam.drivers.interfaces import Clock
-
-# Pins of the simulated board (BCM numbering, as a Pi camera HAT might wire them).
-PINS: dict[str, int] = {
-    "red_led": 17,
-    "green_led": 27,
-    "beeper": 22,
-    "record_button": 5,
-    "function_button": 6,
-    "power_switch": 26,
-    "trigger:holster": 13,
-    "trigger:vehicle": 19,
-}
-
 
 # A blinking LED changes state twice a second: keep about a day of changes per pin, so a
 # simulated camera running for weeks (or thousands of them) does not grow without bound.
 MAX_CHANGES = 200_000
 
 
-class TimelinePin(MockPin):  # type: ignore[misc]
-    """A MockPin that also records ``(clock seconds, state)`` for every change."""
+class TimelinePin(MockPWMPin):  # type: ignore[misc]
+    """A mock pin (PWM-capable, for a tone beeper) that also records its changes.
+
+    Each change is kept as ``(clock seconds, state)``.
+    """
 
     clock: Clock  # set on the per-board subclass made by ``make_factory``
 
@@ -48,6 +38,7 @@ class TimelinePin(MockPin):  # type: ignore[misc]
         changed = bool(super()._change_state(value))
         if changed:
             with self._timeline_lock:
+                # A PWM beeper's duty cycle counts as "sounding" when it is not zero.
                 self.timeline.append((self.clock.monotonic(), bool(value)))
             # gpiozero's own record (``states``) is a plain list: trim it the same way.
             if len(self.states) > MAX_CHANGES:
@@ -66,13 +57,25 @@ def make_factory(clock: Clock) -> MockFactory:
 
 
 class SimWorld:
-    """The outside world of the simulated board: an officer's hand on the buttons."""
+    """The outside world of the simulated board: an officer's hand on the buttons.
 
-    def __init__(self, factory: MockFactory) -> None:
+    ``pins`` maps part names (``red_led``, ``trigger:holster``) to the board's pins, as
+    :func:`bodycam.drivers.gpio_parts.pin_map` gives them from the config.
+    """
+
+    def __init__(self, factory: MockFactory, pins: dict[str, int]) -> None:
         self._factory = factory
+        self._pins = dict(pins)
+
+    def has(self, part: str) -> bool:
+        return part in self._pins
 
     def pin(self, part: str) -> TimelinePin:
-        pin: TimelinePin = self._factory.pin(PINS[part])
+        try:
+            number = self._pins[part]
+        except KeyError:
+            raise KeyError(f"the simulated board has no {part} (not in [pins])") from None
+        pin: TimelinePin = self._factory.pin(number)
         return pin
 
     def set_input(self, part: str, active: bool) -> None:

@@ -168,6 +168,21 @@ def _cmd_log(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_enrol(args: argparse.Namespace) -> int:
+    store = _open(args)
+    for key in args.keys:
+        device_id = key.name.removesuffix(".pub")
+        registered = store.device_key_path(device_id)
+        if registered.exists() and registered.read_bytes() != key.read_bytes() and not args.replace:
+            # A new key for a known camera is a re-provisioned camera, or an impostor.
+            raise StoreError(
+                f"{device_id} is enrolled with another key; check the camera, then --replace"
+            )
+        store.register_device(device_id, key)
+        print(f"enrolled {device_id}: {registered}")
+    return EXIT_OK
+
+
 def add_store_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``store`` and its subcommands; each sets ``func`` (returns the exit code)."""
     parser = sub.add_parser("store", help="the dock's evidence store: list, flag, prune, export")
@@ -216,6 +231,11 @@ def add_store_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     p.add_argument("-o", "--output", type=Path, required=True, help="output .ts or .mp4")
     by_argument(p)
     p.set_defaults(func=_cmd_export)
+
+    p = command("enrol", "register cameras' public keys (from bodycam provision)")
+    p.add_argument("keys", type=Path, nargs="+", help="<device-id>.pub files")
+    p.add_argument("--replace", action="store_true", help="accept a changed key")
+    p.set_defaults(func=_cmd_enrol)
 
     p = command("log", "print the custody log and check its chain")
     p.add_argument("--clip", help="only entries of this clip (id or prefix)")

@@ -1,0 +1,1 @@
+"""The systemd units, as package data for ``bodycam install``."""

@@ -1,0 +1,1 @@
+"""The udev rules, as package data for ``bodycam install``."""
