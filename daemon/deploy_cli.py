@@ -53,34 +53,25 @@ def _cmd_provision(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _gadget_spec(config_path: Path | None) -> Any:
-    from bodycam.drivers.usb_gadget import GadgetSpec
-
-    config = load_config(config_path)
-    g = config.gadget
-    return (
-        GadgetSpec(
-            vendor_id=g.vendor_id,
-            product_id=g.product_id,
-            serial=config.device.id,
-            manufacturer=g.manufacturer,
-            product=g.product,
-        ),
-        g.udc or None,
-    )
-
-
 def _cmd_gadget(args: argparse.Namespace) -> int:
-    from bodycam.drivers.usb_gadget import setup_gadget, teardown_gadget
+    from bodycam.drivers.usb_gadget import GadgetSpec, setup_gadget, teardown_gadget
 
-    config_path = args.config if args.config.exists() else None
-    if args.action == "up":
-        spec, udc = _gadget_spec(config_path)
-        bound = setup_gadget(spec, configfs=args.configfs, udc=udc, udc_class=args.udc_class)
-        print(f"USB gadget {spec.name}: CDC-ACM, serial {spec.serial}, bound to {bound}")
-    else:
-        teardown_gadget(configfs=args.configfs)
-        print("USB gadget removed")
+    if args.action == "down":
+        removed = teardown_gadget(configfs=args.configfs)
+        print("USB gadget removed" if removed else "no USB gadget to remove")
+        return EXIT_OK
+    config = load_config(args.config)
+    g = config.gadget
+    # The USB serial number is the device id: the dock names the port after it.
+    spec = GadgetSpec(
+        serial=config.device.id,
+        vendor_id=g.vendor_id,
+        product_id=g.product_id,
+        manufacturer=g.manufacturer,
+        product=g.product,
+    )
+    bound = setup_gadget(spec, configfs=args.configfs, udc=g.udc or None, udc_class=args.udc_class)
+    print(f"USB gadget {spec.name}: CDC-ACM, serial {spec.serial}, bound to {bound}")
     return EXIT_OK
 
 

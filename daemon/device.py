@@ -24,7 +24,7 @@ from bodycam.daemon.dock.service import DockService
 from bodycam.daemon.dock.session import CameraIdentity
 from bodycam.daemon.indicator_player import IndicatorPlayer
 from bodycam.daemon.indicators import IndicatorScheduler
-from bodycam.daemon.monitors import watch_battery, watch_clock, watch_storage
+from bodycam.daemon.monitors import watch_battery, watch_clock, watch_parts, watch_storage
 from bodycam.daemon.notify import SystemdNotifier
 from bodycam.daemon.recorder import (
     ClipFinished,
@@ -218,6 +218,8 @@ class Device:
                     tg.create_task(watch_clock(self), name="clock"),
                     tg.create_task(self._status_loop(), name="status"),
                 ]
+                if self.board.fault_checks:
+                    services.append(tg.create_task(watch_parts(self), name="parts"))
                 if self._notifier is not None and self._notifier.watchdog_interval_s:
                     services.append(tg.create_task(self._watchdog(), name="watchdog"))
                 if self.dock is not None:

@@ -54,6 +54,9 @@ class RoleFiles:
     # (path under the root, mode); owners come from tmpfiles/StateDirectory= at boot.
     directories: tuple[tuple[str, int], ...]
     config: tuple[str, str] | None  # (template in bodycam.daemon/data, target under root)
+    # Units that must never run: a login prompt on the dock's serial port would answer the
+    # dock's frames (the daemon's exclusive open keeps out only programs that also lock).
+    masked: tuple[str, ...] = ()
 
 
 ROLES: dict[Role, RoleFiles] = {
@@ -64,6 +67,7 @@ ROLES: dict[Role, RoleFiles] = {
         tmpfiles="bodycam.tmpfiles",
         directories=(("etc/bodycam", 0o755), ("var/lib/bodycam", 0o750)),
         config=("config.camera.toml", "etc/bodycam/config.toml"),
+        masked=("serial-getty@ttyGS0.service",),
     ),
     "dock": RoleFiles(
         units=("bodycam-dock@.service",),
@@ -84,6 +88,7 @@ class InstallReport:
     written: list[Path] = field(default_factory=list)
     kept: list[Path] = field(default_factory=list)
     enabled: list[Path] = field(default_factory=list)
+    masked: list[Path] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
 
@@ -127,6 +132,15 @@ def _enable(report: InstallReport, unit: str, text: str) -> None:
         # Absolute inside the image, as systemctl enable writes it.
         link.symlink_to(Path("/") / UNIT_DIR / unit)
         report.enabled.append(link)
+
+
+def _mask(report: InstallReport, unit: str) -> None:
+    link = report.root / "etc/systemd/system" / unit
+    link.parent.mkdir(parents=True, exist_ok=True)
+    if link.is_symlink() or link.exists():
+        link.unlink()
+    link.symlink_to("/dev/null")  # what systemctl mask writes
+    report.masked.append(link)
 
 
 def _sysusers(report: InstallReport, conf: Path) -> None:
@@ -191,6 +205,8 @@ def install(
         source = _resource("bodycam.systemd", unit)
         _put(report, source, root / UNIT_DIR / unit)
         _enable(report, unit, source.read_text(encoding="utf-8"))
+    for unit in files.masked:
+        _mask(report, unit)
     for rules in files.rules:
         _put(report, _resource("bodycam.udev", rules), root / RULES_DIR / rules)
     name = files.sysusers.split(".")[0]

@@ -65,3 +65,16 @@ async def watch_clock(device: Device) -> None:
         if now_set != last:
             last = now_set
             device.post(sm.ClockChanged(device.clock.monotonic(), now_set))
+
+
+# How often the parts that report their own faults are asked; a fault is a warning to the
+# officer, so a few seconds of delay is fine, and the checks are cheap attribute reads.
+PART_CHECK_S = 2.0
+
+
+async def watch_parts(device: Device) -> None:
+    checks = device.board.fault_checks
+    while True:
+        for part, check in checks:
+            device.report_fault(part, check())
+        await device.clock.sleep(PART_CHECK_S)

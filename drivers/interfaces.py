@@ -263,6 +263,9 @@ class Board:
     # Parts that could not be opened at start, each naming the part and its config key; the
     # board runs without them and the daemon warns the officer.
     faults: list[str] = field(default_factory=list)
+    # Parts that can fail while running and tell so themselves: (part, check), where check
+    # returns what is wrong now (naming the config key) or None. Polled by the daemon.
+    fault_checks: list[tuple[str, Callable[[], str | None]]] = field(default_factory=list)
 
     def close(self) -> None:
         """Release every part (pins, devices); safe to call twice."""

@@ -135,6 +135,10 @@ class FdLink:
         """True once ``close`` has run."""
         return self._closed
 
+    def fileno(self) -> int:
+        """The descriptor, for a holder that hands out duplicates (the gadget dock port)."""
+        return self._fd
+
     def __repr__(self) -> str:
         state = "closed" if self._closed else f"fd={self._fd}"
         return f"<FdLink {self._name} {state}>"
