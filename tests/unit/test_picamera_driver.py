@@ -10,11 +10,11 @@ import sys
 import time
 from collections.abc import Iterator
 
-import av
 import pytest
 
-from bodycam.drivers.interfaces import CameraError, EncodedFrame, VideoFormat
+from bodycam.drivers.interfaces import CameraError, VideoFormat
 from bodycam.drivers.picamera import PiCamera
+from tests.camera_checks import assert_stream, take_frames
 from tests.fakes.picamera2 import Stage
 from tests.fakes.picamera2_fixture import FAKES_DIR, FakeWorld, install_fake_picamera2
 
@@ -34,60 +34,15 @@ def world(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeWorld]:
     assert world.output_errors == []
 
 
-async def _take(camera: PiCamera, count: int) -> list[EncodedFrame]:
-    frames: list[EncodedFrame] = []
-    async with asyncio.timeout(10):
-        async for frame in camera.frames():
-            frames.append(frame)
-            if len(frames) == count:
-                break
-    return frames
-
-
-def _nal_types(data: bytes) -> list[int]:
-    """NAL unit types in an Annex B access unit."""
-    types = []
-    i = data.find(b"\x00\x00\x01")
-    while i >= 0:
-        types.append(data[i + 3] & 0x1F)
-        i = data.find(b"\x00\x00\x01", i + 3)
-    return types
-
-
-def _decode(frames: list[EncodedFrame]) -> list[av.VideoFrame]:
-    """Decode a run of frames with a fresh decoder, as a player opening a segment would."""
-    decoder = av.CodecContext.create("h264", "r")
-    pictures: list[av.VideoFrame] = []
-    for frame in frames:
-        pictures.extend(decoder.decode(av.Packet(frame.data)))
-    pictures.extend(decoder.decode(None))
-    return pictures
-
-
 async def test_frames_flow_as_decodable_h264_in_the_monotonic_domain(world: FakeWorld) -> None:
     camera = PiCamera(SMALL, stall_timeout_s=NO_STALL)
     t_on = time.monotonic()
     async with camera:
-        frames = await _take(camera, 25)
+        frames = await take_frames(camera, 25)
     t_off = time.monotonic()
 
     assert len(frames) == 25
-    stamps = [f.timestamp_us for f in frames]
-    assert all(b > a for a, b in itertools.pairwise(stamps))
-    assert t_on * 1e6 <= stamps[0]
-    assert stamps[-1] <= t_off * 1e6
-    mean_interval = (stamps[-1] - stamps[0]) / 24
-    assert 0.6 * SMALL.frame_interval_us < mean_interval < 1.5 * SMALL.frame_interval_us
-    for frame in frames:
-        assert frame.data.startswith((b"\x00\x00\x00\x01", b"\x00\x00\x01"))
-        assert any(t in (1, 5) for t in _nal_types(frame.data))  # a picture in every frame
-    assert [i for i, f in enumerate(frames) if f.keyframe] == [0, 10, 20]
-    for frame in frames:
-        types = _nal_types(frame.data)
-        assert ({7, 8, 5} <= set(types)) == frame.keyframe  # SPS+PPS+IDR exactly on keyframes
-    pictures = _decode(frames[10:])  # a run from a later keyframe decodes on its own
-    assert len(pictures) == 15
-    assert {(p.width, p.height) for p in pictures} == {(160, 120)}
+    assert_stream(frames, SMALL, t_on=t_on, t_off=t_off)
     assert camera.stats.sessions == 1
     assert camera.stats.frames_delivered == 25
     assert camera.stats.restarts == 0
@@ -97,7 +52,7 @@ async def test_configuration_reaches_picamera2(world: FakeWorld) -> None:
     fmt = VideoFormat(width=96, height=64, fps=25, bitrate=150_000, gop=5)
     camera = PiCamera(fmt, hflip=True, stall_timeout_s=NO_STALL)
     async with camera:
-        frames = await _take(camera, 6)
+        frames = await take_frames(camera, 6)
     (rec,) = world.recordings
     assert (rec.size, rec.format) == ((96, 64), "YUV420")
     assert rec.frame_duration_limits == (40_000, 40_000)
@@ -139,7 +94,7 @@ async def test_start_failure_leaves_nothing_open(world: FakeWorld, stage: Stage)
     assert world.live_threads() == []
     assert camera.stats.start_failures == 1
     async with camera:  # the next start works and counts as a restart
-        assert len(await _take(camera, 3)) == 3
+        assert len(await take_frames(camera, 3)) == 3
     assert camera.stats.restarts == 1
     assert camera.stats.sessions == 1
 
@@ -167,7 +122,7 @@ async def test_stalled_sensor_raises_then_restarts_with_a_fresh_picamera2(world:
     assert camera.stats.stalls == 1
 
     async with camera:
-        frames = await _take(camera, 5)
+        frames = await take_frames(camera, 5)
     assert world.opens == 2
     assert world.instances[0] is not world.instances[1]
     assert frames[0].keyframe
@@ -184,7 +139,7 @@ async def test_slow_consumer_loses_frames_but_never_holds_the_camera_thread(
     async with camera:
         await asyncio.sleep(1.0)  # a consumer stuck for 30 frames
         output = world.frames_output
-        frames = await _take(camera, 8)
+        frames = await take_frames(camera, 8)
     assert output >= 20  # the sensor kept going meanwhile
     assert world.max_output_call_s < 0.05
     dropped = camera.stats.frames_dropped
@@ -201,7 +156,7 @@ async def test_shutdown_joins_every_camera_thread(world: FakeWorld) -> None:
     camera = PiCamera(SMALL, stall_timeout_s=NO_STALL)
     for _ in range(2):
         async with camera:
-            await _take(camera, 2)
+            await take_frames(camera, 2)
             assert len(world.live_threads()) == 1
         assert world.live_threads() == []
         assert world.all_joined()
@@ -234,7 +189,7 @@ async def test_wedged_stop_is_abandoned_and_late_frames_ignored(
     camera = PiCamera(SMALL, stall_timeout_s=NO_STALL, queue_seconds=0.1, stop_timeout_s=0.3)
     try:
         async with camera:
-            await _take(camera, 2)
+            await take_frames(camera, 2)
             t_exit = time.monotonic()
         assert time.monotonic() - t_exit < 1.5
         assert camera.stats.stop_timeouts == 1
@@ -269,7 +224,7 @@ async def test_wedged_start_times_out_and_the_camera_is_released_later(
         await asyncio.sleep(0.02)
     assert world.threads_started == 1
     async with camera:  # and the camera can be turned on again
-        assert len(await _take(camera, 2)) == 2
+        assert len(await take_frames(camera, 2)) == 2
     assert camera.stats.restarts == 1
 
 
@@ -284,9 +239,9 @@ async def test_sensor_clock_off_the_board_clock_is_rebased_once(
     camera = PiCamera(SMALL, stall_timeout_s=NO_STALL, monotonic=board_clock)
     async with camera:
         t_on = board_clock()
-        first = await _take(camera, 3)
+        first = await take_frames(camera, 3)
     async with camera:
-        second = await _take(camera, 3)
+        second = await take_frames(camera, 3)
     t_off = board_clock()
     stamps = [f.timestamp_us for f in first + second]
     assert all(b > a for a, b in itertools.pairwise(stamps))
