@@ -17,6 +17,7 @@ BENCHMARKS = [
     "peak_rss",
     "shift_speed",
     "dock_offload",
+    "unit_exposure",
 ]
 
 
