@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import re
 import shutil
 from dataclasses import dataclass
@@ -65,6 +66,20 @@ def _set_device_id(config_path: Path, device_id: str) -> None:
     tmp.write_text(text, encoding="utf-8")
     tmp.chmod(config_path.stat().st_mode & 0o777)
     tmp.replace(config_path)
+
+
+def _give_to_state_owner(state_dir: Path, paths: list[Path]) -> None:
+    """Run as root, make the files provisioning wrote the daemon's (the state dir's owner).
+
+    systemd hands the state directory to the unit's user at start only when the directory
+    itself has the wrong owner; a camera re-provisioned after its first boot would otherwise
+    keep root-owned keys its daemon cannot read.
+    """
+    if os.geteuid() != 0:
+        return
+    owner = state_dir.stat()
+    for path in paths:
+        os.chown(path, owner.st_uid, owner.st_gid)
 
 
 def _copy_key(source: Path, target: Path) -> None:
@@ -134,5 +149,13 @@ def provision(
         "authority_key": identity.authority_key_fingerprint,
         "provisioned_at": (now or dt.datetime.now(dt.UTC)).isoformat(),
     }
-    (state_dir / "identity.json").write_text(json.dumps(record, indent=2) + "\n", "utf-8")
+    identity_file = state_dir / "identity.json"
+    identity_file.write_text(json.dumps(record, indent=2) + "\n", "utf-8")
+    keys = [
+        key_path,
+        key_path.with_suffix(".pub"),
+        _under(state_dir, config.keys.force_public_key),
+        _under(state_dir, config.keys.authority_public_key),
+    ]
+    _give_to_state_owner(state_dir, [*{p.parent for p in keys}, *keys, identity_file])
     return identity

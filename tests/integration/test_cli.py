@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -158,13 +161,50 @@ def test_unprovisioned_camera_says_so(tmp_path: Path) -> None:
     assert "Traceback" not in run.stderr
 
 
-def test_pi_board_is_not_yet_available(sim_out: Path, tmp_path: Path) -> None:
+def test_pi_board_without_its_hardware_runs_and_names_each_missing_part(
+    sim_out: Path, tmp_path: Path
+) -> None:
+    # A laptop has no picamera2, no GPIO, no fuel gauge and no USB gadget: the Pi board
+    # still starts, says which part is missing and which key configures it, warns, and
+    # stops cleanly. No traceback, no crash loop.
     config = tmp_path / "config.toml"
-    config.write_text(f'[device]\nstate_dir = "{sim_out / "camera"}"\nboard = "pi"\n')
-    run = bodycam("daemon", "--config", str(config))
-    assert run.returncode == 2
-    assert "not yet available" in run.stderr
-    assert "Traceback" not in run.stderr
+    config.write_text(
+        f'[device]\nstate_dir = "{sim_out / "camera"}"\nruntime_dir = "{tmp_path / "run"}"\n'
+        'board = "pi"\n[battery]\nsupply = "bodycam-test-absent"\npoll_s = 0.5\n'
+        f'[gadget]\ntty = "{tmp_path / "ttyGS0"}"\n'
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bodycam.daemon.cli", "daemon", "--config", str(config)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    status_path = tmp_path / "run" / "status.json"
+    keys = ("pins.red_led", "pins.record_button", "battery.supply", "gadget.tty")
+    try:
+        deadline = time.monotonic() + 30
+        status: dict[str, Any] = {"warnings": [], "hardware_faults": []}
+        while time.monotonic() < deadline:
+            if status_path.exists():
+                status = json.loads(status_path.read_text())
+                faults = " | ".join(status["hardware_faults"])
+                if {"CAMERA_FAULT", "HARDWARE_FAULT"} <= set(status["warnings"]) and all(
+                    key in faults for key in keys
+                ):
+                    break
+            time.sleep(0.1)
+        assert {"CAMERA_FAULT", "HARDWARE_FAULT"} <= set(status["warnings"]), status
+        faults = " | ".join(status["hardware_faults"])
+        for key in keys:
+            assert key in faults
+        assert status["state"] == "BUFFERING"  # a missing power switch counts as on
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == 0, stderr
+    assert "camera (camera.index = 0)" in stderr
+    assert "python3-picamera2" in stderr
+    assert "Traceback" not in stderr
 
 
 def test_daemon_speaks_systemd_notify_and_stops_on_sigterm(sim_out: Path, tmp_path: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import stat
 import subprocess
 import sys
@@ -255,3 +256,21 @@ def test_gadget_command_uses_the_device_id_as_usb_serial(
     err = capsys.readouterr().err
     assert err.startswith("bodycam: error:")
     assert "Traceback" not in err
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="handing files to another user needs root")
+def test_provision_as_root_gives_the_keys_to_the_state_dirs_owner(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    install(root, venv=False)
+    state = root / "var/lib/bodycam"
+    os.chown(state, 4242, 4242)  # the daemon ran once: systemd gave it to the bodycam user
+    force_pub, authority_pub = _force_keys(tmp_path)
+    provision(
+        Path("/etc/bodycam/config.toml"),
+        device_id="CAM-1",
+        force_key=force_pub,
+        authority_key=authority_pub,
+        root=root,
+    )
+    for path in (state / "keys", state / "keys/device.key", state / "identity.json"):
+        assert (path.stat().st_uid, path.stat().st_gid) == (4242, 4242), path
