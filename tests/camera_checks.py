@@ -14,7 +14,7 @@ import av
 from bodycam.drivers.interfaces import Camera, EncodedFrame, VideoFormat
 
 
-async def take_frames(camera: Camera, count: int, *, timeout_s: float = 10.0) -> list[EncodedFrame]:
+async def take_frames(camera: Camera, count: int, *, timeout_s: float = 30.0) -> list[EncodedFrame]:
     """The next ``count`` frames from an entered camera."""
     frames: list[EncodedFrame] = []
     async with asyncio.timeout(timeout_s):

@@ -8,7 +8,6 @@ import itertools
 import threading
 from collections.abc import Iterator
 
-import av
 import numpy as np
 import numpy.typing as npt
 import pytest
@@ -17,6 +16,7 @@ from bodycam.drivers.interfaces import CameraError, EncodedFrame, VideoFormat
 from bodycam.sim.camera import ENCODER_THREAD_PREFIX, SimCamera
 from bodycam.sim.clock import SimClock
 from bodycam.sim.scene import SceneRenderer, read_frame_counter
+from tests.camera_checks import decode, nal_types, take_frames
 
 SMALL = VideoFormat(width=160, height=120, fps=30, bitrate=200_000, gop=10)
 # Generous, so a busy CI machine is never mistaken for a stalled sensor (20x speed).
@@ -38,39 +38,9 @@ def _no_leaked_encoder_thread() -> Iterator[None]:
     assert _encoder_threads() == []
 
 
-async def _take(camera: SimCamera, count: int) -> list[EncodedFrame]:
-    frames: list[EncodedFrame] = []
-    async with asyncio.timeout(30):
-        async for frame in camera.frames():
-            frames.append(frame)
-            if len(frames) == count:
-                break
-    return frames
-
-
-def _nal_types(data: bytes) -> list[int]:
-    """NAL unit types in an Annex B access unit."""
-    types = []
-    i = data.find(b"\x00\x00\x01")
-    while i >= 0:
-        types.append(data[i + 3] & 0x1F)
-        i = data.find(b"\x00\x00\x01", i + 3)
-    return types
-
-
-def _decode(frames: list[EncodedFrame]) -> list[av.VideoFrame]:
-    """Decode a run of frames with a fresh decoder, as a player opening the recording would."""
-    decoder = av.CodecContext.create("h264", "r")
-    pictures: list[av.VideoFrame] = []
-    for frame in frames:
-        pictures.extend(decoder.decode(av.Packet(frame.data)))
-    pictures.extend(decoder.decode(None))
-    return pictures
-
-
 def _counters(frames: list[EncodedFrame]) -> list[int]:
     """The burned-in counter of every frame; -1 where the barcode is unreadable."""
-    counters = [read_frame_counter(p.to_ndarray(format="gray")) for p in _decode(frames)]
+    counters = [read_frame_counter(p.to_ndarray(format="gray")) for p in decode(frames)]
     return [-1 if c is None else c for c in counters]
 
 
@@ -80,8 +50,8 @@ async def test_frames_decode_to_configured_size_with_continuous_counters(
     camera = SimCamera(SMALL, clock, stall_timeout_s=NO_STALL)
     assert camera.video_format == SMALL
     async with camera:
-        frames = await _take(camera, 25)
-    pictures = _decode(frames)
+        frames = await take_frames(camera, 25)
+    pictures = decode(frames)
     assert len(pictures) == 25
     assert {(p.width, p.height) for p in pictures} == {(160, 120)}
     assert _counters(frames) == list(range(25))
@@ -92,10 +62,10 @@ async def test_frames_decode_to_configured_size_with_continuous_counters(
 async def test_keyframes_start_each_gop_and_carry_sps_pps(clock: SimClock) -> None:
     camera = SimCamera(SMALL, clock, stall_timeout_s=NO_STALL)
     async with camera:
-        frames = await _take(camera, 31)
+        frames = await take_frames(camera, 31)
     assert [i for i, f in enumerate(frames) if f.keyframe] == [0, 10, 20, 30]
     for frame in frames:
-        types = _nal_types(frame.data)
+        types = nal_types(frame.data)
         if frame.keyframe:
             assert {7, 8, 5} <= set(types)  # SPS, PPS, IDR slice
         else:
@@ -109,7 +79,7 @@ async def test_timestamps_step_by_the_frame_interval(clock: SimClock) -> None:
     camera = SimCamera(SMALL, clock, stall_timeout_s=NO_STALL)
     async with camera:
         before = clock.monotonic()
-        frames = await _take(camera, 12)
+        frames = await take_frames(camera, 12)
     first = frames[0].timestamp_us
     assert abs(first - before * 1e6) < 1e6  # in the clock's monotonic domain
     for n, frame in enumerate(frames):
@@ -124,7 +94,7 @@ async def test_counter_keeps_increasing_across_sessions(clock: SimClock) -> None
     sessions = []
     for _ in range(2):
         async with camera:
-            frames = await _take(camera, 12)
+            frames = await take_frames(camera, 12)
         assert frames[0].keyframe  # a fresh encoder per session
         sessions.append(_counters(frames))
     first, second = sessions
@@ -141,7 +111,7 @@ async def test_slow_consumer_makes_the_camera_drop_not_block(
     async with camera:
         await clock.sleep(2.0)  # nobody reads: 60 frames made, 15 fit in the queue
         assert camera.stats.frames_dropped > 0
-        frames = await _take(camera, 40)
+        frames = await take_frames(camera, 40)
     stats = camera.stats
     assert stats.frames_produced >= stats.frames_delivered + stats.frames_dropped
     assert _counters(frames[:15]) == list(range(15))  # the queue kept the oldest frames
@@ -161,7 +131,7 @@ async def test_encoder_behind_schedule_counts_late_frames_without_skipping() -> 
     # At 1000x, 30 fps of simulated time is 30,000 frames a second: no encoder keeps up.
     camera = SimCamera(SMALL, SimClock(speed=1000), stall_timeout_s=5000.0)
     async with camera:
-        frames = await _take(camera, 20)
+        frames = await take_frames(camera, 20)
     assert camera.stats.frames_late > 0
     assert _counters(frames) == list(range(20))  # late, but none skipped
     first = frames[0].timestamp_us
@@ -172,14 +142,14 @@ async def test_encoder_behind_schedule_counts_late_frames_without_skipping() -> 
 async def test_injected_stall_raises_camera_error(clock: SimClock) -> None:
     camera = SimCamera(SMALL, clock)
     async with camera:
-        await _take(camera, 3)
+        await take_frames(camera, 3)
         camera.inject_stall()
         with pytest.raises(CameraError, match="stopped delivering frames for 1 s"):
-            await _take(camera, 10_000)
+            await take_frames(camera, 10_000)
     assert camera.stats.stalls == 1
     # The stall lasts until the next session only.
     async with camera:
-        assert len(await _take(camera, 3)) == 3
+        assert len(await take_frames(camera, 3)) == 3
 
 
 async def test_stall_after_s_raises_camera_error(clock: SimClock) -> None:
@@ -248,7 +218,7 @@ async def test_encoder_failure_surfaces_from_frames(
     monkeypatch.setattr(SceneRenderer, "render", failing_render)
     async with camera:
         with pytest.raises(CameraError, match="sensor bus error") as caught:
-            await _take(camera, 100)
+            await take_frames(camera, 100)
     assert isinstance(caught.value.__cause__, OSError)
 
 
@@ -265,7 +235,7 @@ async def test_720p_session_produces_decodable_frames() -> None:
     fmt = VideoFormat(width=1280, height=720, fps=30, bitrate=8_000_000, gop=30)
     camera = SimCamera(fmt, SimClock(speed=2), stall_timeout_s=NO_STALL)
     async with camera:
-        frames = await _take(camera, 6)
-    pictures = _decode(frames)
+        frames = await take_frames(camera, 6)
+    pictures = decode(frames)
     assert [(p.width, p.height) for p in pictures] == [(1280, 720)] * 6
     assert [read_frame_counter(p.to_ndarray(format="gray")) for p in pictures] == list(range(6))
