@@ -8,8 +8,9 @@ import importlib.metadata
 import logging
 import signal
 from collections.abc import Callable
+from pathlib import Path
 
-from bodycam.daemon.config import Config
+from bodycam.daemon.config import Config, ConfigError
 from bodycam.daemon.device import Device, DeviceKeys
 from bodycam.daemon.dock.auth import load_authority_public_key
 from bodycam.daemon.dock.outbox import finish_deletions
@@ -18,6 +19,10 @@ from bodycam.daemon.evidence.keys import load_device_key, load_force_public_key
 from bodycam.daemon.evidence.recovery import RecoveryReport, recover_clips
 from bodycam.daemon.notify import SystemdNotifier
 from bodycam.daemon.status import DeviceStatus
+from bodycam.daemon.telemetry.broker import parse_broker_url
+from bodycam.daemon.telemetry.publisher import Telemetry
+from bodycam.daemon.telemetry.settings import TelemetrySettings
+from bodycam.daemon.telemetry.topics import CameraTopics
 from bodycam.drivers.interfaces import Board
 
 log = logging.getLogger(__name__)
@@ -84,6 +89,47 @@ def recover(config: Config, keys: DeviceKeys) -> list[RecoveryReport]:
     return reports
 
 
+def build_telemetry(config: Config) -> Telemetry | None:
+    """The camera's MQTT publisher when ``telemetry.broker`` is set, else None.
+
+    Events wait in ``<state_dir>/telemetry.sqlite`` while the broker is out of reach, so a
+    shift's events survive a restart of the daemon too.
+
+    Raises:
+        ConfigError: The password file cannot be read.
+    """
+    t = config.telemetry
+    if not t.broker:
+        return None
+    password = None
+    if t.password_file is not None:
+        path = config.key_path(t.password_file)
+        try:
+            password = path.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(
+                f"{path} (telemetry.password_file): cannot read: {exc.strerror}"
+            ) from None
+
+    def optional(path: Path | None) -> Path | None:
+        return None if path is None else config.key_path(path)
+
+    settings = TelemetrySettings(
+        broker=parse_broker_url(t.broker),
+        client_id=config.device.id,
+        username=t.username or None,
+        password=password,
+        ca_file=optional(t.ca_file),
+        cert_file=optional(t.cert_file),
+        key_file=optional(t.key_file),
+        keepalive_s=t.keepalive_s,
+        state_interval_s=t.state_interval_s,
+        queue_path=config.device.state_dir / "telemetry.sqlite",
+        queue_max=t.queue_max,
+    )
+    return Telemetry(settings, CameraTopics(config.device.id))
+
+
 def make_device(
     config: Config,
     board: Board,
@@ -92,13 +138,15 @@ def make_device(
     notifier: SystemdNotifier | None = None,
     on_change: Callable[[DeviceStatus], None] | None = None,
 ) -> Device:
+    config = apply_stored_policy(config, keys)
     return Device(
-        apply_stored_policy(config, keys),
+        config,
         board,
         keys,
         firmware_version=firmware_version(),
         notifier=notifier,
         on_change=on_change,
+        telemetry=build_telemetry(config),
     )
 
 

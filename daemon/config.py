@@ -205,6 +205,36 @@ class GadgetSection(_Section):
         return self
 
 
+class TelemetrySection(_Section):
+    """MQTT telemetry to the force's broker (docs/telemetry.md); off while broker is empty."""
+
+    # mqtt://host[:1883] or mqtts://host[:8883]. Empty: no telemetry (the simulator and a
+    # camera with no network never need a broker).
+    broker: str = ""
+    username: str = Field(default="", max_length=128)
+    # The password is read from a file, so a config can be shown without its secret.
+    password_file: Path | None = None
+    # TLS: the broker's CA, and this device's client certificate and key (per-device
+    # credentials; the broker's ACL lets a camera publish only under its own id).
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    keepalive_s: int = Field(default=30, ge=5, le=600)
+    state_interval_s: float = Field(default=10.0, ge=1, le=3600)
+    # Events kept while the broker is out of reach; the oldest non-critical go first.
+    queue_max: int = Field(default=10_000, ge=10, le=1_000_000)
+
+    @model_validator(mode="after")
+    def _broker_parses(self) -> TelemetrySection:
+        if self.broker:
+            from bodycam.daemon.telemetry.broker import parse_broker_url
+
+            parse_broker_url(self.broker)  # ValueError names what is wrong with it
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("cert_file and key_file go together")
+        return self
+
+
 class SimSection(_Section):
     speed: float = Field(default=1.0, gt=0, le=1000)
     # "encoder": real H.264 from a synthetic scene (PyAV/libx264). "synthetic": frames of the
@@ -236,6 +266,7 @@ class Config(_Section):
     pins: PinsSection = PinsSection()
     camera: CameraSection = CameraSection()
     gadget: GadgetSection = GadgetSection()
+    telemetry: TelemetrySection = TelemetrySection()
     sim: SimSection = SimSection()
 
     @model_validator(mode="after")

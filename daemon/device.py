@@ -35,6 +35,7 @@ from bodycam.daemon.recorder import (
     RecorderSettings,
     SegmentSealed,
 )
+from bodycam.daemon.reporting import FaultBook, Reporter, TelemetrySink
 from bodycam.daemon.status import DeviceStatus, StatusWriter
 from bodycam.drivers.interfaces import Board, CameraError
 
@@ -63,8 +64,11 @@ class Device:
         firmware_version: str,
         notifier: SystemdNotifier | None = None,
         on_change: Callable[[DeviceStatus], None] | None = None,
+        telemetry: TelemetrySink | None = None,
     ) -> None:
         self.config = config
+        self.telemetry = telemetry
+        self.reporter = Reporter(telemetry)
         self.board = board
         self.clock = board.clock
         self.machine = sm.StateMachine(config)
@@ -102,8 +106,7 @@ class Device:
         self._tg: asyncio.TaskGroup | None = None
         self._sensor: asyncio.Task[None] | None = None
         self._sensor_stopping: asyncio.Task[None] | None = None
-        # Part name -> what is wrong with it; the board's start-up faults come first.
-        self._faults: dict[str, str] = {f"board:{i}": f for i, f in enumerate(board.faults)}
+        self.faults = FaultBook(list(board.faults))
         self.dock: DockService | None = None
         if board.dock is not None:
             hooks = DeviceDockHooks(
@@ -113,6 +116,7 @@ class Device:
                 config.device.state_dir,
                 config.clips_dir,
                 on_clock_set=self._clock_was_set,
+                on_committed=self._clip_offloaded,
             )
             identity = CameraIdentity(
                 config.device.id, firmware_version, keys.signing_key, keys.authority
@@ -154,9 +158,13 @@ class Device:
 
     def _dock_service_changed(self, docked: bool) -> None:
         self.status.docked = docked
+        self.reporter.event("docked" if docked else "undocked")
         if self.dock is not None:
             self.dock.docked_changed(docked)
             self.status.dock_sessions = self.dock.sessions
+
+    def _clip_offloaded(self, clip_id: str, dock_id: str) -> None:
+        self.reporter.event("clip_offloaded", clip_id=clip_id, dock_id=dock_id)
 
     def _clock_was_set(self) -> None:
         self._handle(sm.ClockChanged(self.clock.monotonic(), self.clock.is_set()))
@@ -167,16 +175,10 @@ class Device:
         The officer hears one warning pattern for all of them; the log and the status name
         each part and its config key.
         """
-        before = bool(self._faults)
-        if problem is None:
-            if self._faults.pop(part, None) is not None:
-                log.info("%s: working again", part)
-        elif self._faults.get(part) != problem:
-            log.error("%s", problem)
-            self._faults[part] = problem
-        self.status.hardware_faults = sorted(self._faults.values())
-        if bool(self._faults) != before:
-            self._handle(sm.HardwareFaultsChanged(self.clock.monotonic(), bool(self._faults)))
+        flipped = self.faults.update(part, problem)
+        self.status.hardware_faults = self.faults.messages()
+        if flipped:
+            self._handle(sm.HardwareFaultsChanged(self.clock.monotonic(), self.faults.active))
 
     def _trigger_changed(self, source: str, active: bool) -> None:
         self.post(sm.TriggerChanged(self.clock.monotonic(), source, active))
@@ -204,8 +206,8 @@ class Device:
                 # Settle the initial state before telling systemd we are ready.
                 self._handle(sm.ClockChanged(self.clock.monotonic(), self.clock.is_set()))
                 self._handle(sm.PowerSwitched(self.clock.monotonic(), power_on))
-                if self._faults:
-                    self.status.hardware_faults = sorted(self._faults.values())
+                if self.faults.active:
+                    self.status.hardware_faults = self.faults.messages()
                     self._handle(sm.HardwareFaultsChanged(self.clock.monotonic(), True))
                 if self.board.dock is not None and self.board.dock.docked:
                     self._handle(sm.DockChanged(self.clock.monotonic(), True))
@@ -224,6 +226,8 @@ class Device:
                     services.append(tg.create_task(self._watchdog(), name="watchdog"))
                 if self.dock is not None:
                     services.append(tg.create_task(self.dock.run(), name="dock"))
+                if self.telemetry is not None:
+                    services.append(tg.create_task(self.telemetry.run(), name="telemetry"))
                 for name, factory in self.board.services:
                     services.append(tg.create_task(factory(), name=name))
                 if self._notifier is not None:
@@ -301,6 +305,7 @@ class Device:
             self._stop_sensor()
         elif isinstance(action, sm.StateChanged):
             log.info("state %s -> %s (%s)", action.old.name, action.new.name, action.reason)
+            self.reporter.state_changed(action)
             if self.board.power_load is not None:
                 self.board.power_load.set_load(str(action.new).lower())
             if self._notifier is not None:
@@ -308,6 +313,7 @@ class Device:
         elif isinstance(action, sm.WarningsChanged):
             names = ", ".join(sorted(w.name for w in action.warnings)) or "none"
             log.warning("warnings: %s", names) if action.warnings else log.info("warnings cleared")
+            self.reporter.event("warnings", warnings=sorted(w.name for w in action.warnings))
         else:
             log.info("%s", action)
 
@@ -363,6 +369,7 @@ class Device:
             log.info("clip %s opened (%s) in %s", notice.clip_id, notice.trigger, notice.directory)
         elif isinstance(notice, ClipFinished):
             log.info("clip %s closed (%s)", notice.clip_id, notice.reason)
+            self.reporter.event("clip_closed", clip_id=notice.clip_id, reason=notice.reason)
             self.status.clips_closed += 1
             if notice.reason != "rollover":
                 self.status.clip_id = None
@@ -383,6 +390,7 @@ class Device:
             s.dock_sessions = self.dock.sessions
         if self._on_change is not None:
             self._on_change(s)
+        self.reporter.state(s)
 
     async def _status_loop(self) -> None:
         while True:
@@ -413,3 +421,6 @@ class Device:
         self.status.state = "STOPPED"
         self.status.recording = False
         await asyncio.to_thread(self._status_writer.write, self.status)
+        if self.telemetry is not None:
+            # Events from the last seal (clip_closed) are kept for the next start.
+            self.telemetry.close()

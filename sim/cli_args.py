@@ -33,4 +33,8 @@ def add_sim_arguments(parser: argparse.ArgumentParser) -> None:
         help="end the shift without docking (the clips stay on the card)",
     )
     parser.add_argument("--control-socket", type=Path, help="also let another process act")
+    parser.add_argument(
+        "--broker",
+        help="publish telemetry to this MQTT broker (mqtt://host[:port]; default: none)",
+    )
     parser.add_argument("-v", "--verbose", action="store_true")

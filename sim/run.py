@@ -81,6 +81,8 @@ def build_config(args: argparse.Namespace, scenario: Scenario, out: Path) -> Con
     if args.resolution is not None:
         width, height = args.resolution
         overrides.setdefault("video", {}).update(width=width, height=height)
+    if args.broker:
+        overrides.setdefault("telemetry", {})["broker"] = args.broker
     return base.with_overrides(**overrides)
 
 

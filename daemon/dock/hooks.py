@@ -40,6 +40,7 @@ class DeviceDockHooks:
         clips_dir: Path,
         *,
         on_clock_set: Callable[[], None],
+        on_committed: Callable[[str, str], None] | None = None,
     ) -> None:
         self.board = board
         self.recorder = recorder
@@ -47,6 +48,7 @@ class DeviceDockHooks:
         self.state_dir = state_dir
         self.clips_dir = clips_dir
         self.on_clock_set = on_clock_set
+        self.on_committed = on_committed
         self.current_policy_serial = 0
         stored = None
         try:
@@ -94,15 +96,21 @@ class DeviceDockHooks:
         return True
 
     def status(self) -> Status:
-        reading = self.board.battery.read()
+        try:
+            reading = self.board.battery.read()
+            battery = round(reading.percent) if reading.present else 255
+            charging = reading.charging
+        except (HardwareError, OSError):
+            # A fuel gauge that is missing must not fail the dock's status request.
+            battery, charging = 255, False
         usage = self.board.storage.usage()
         clips = 0
         if self.clips_dir.is_dir():
             clips = sum(1 for child in self.clips_dir.iterdir() if is_clip_dir(child))
         return Status(
             state=self.device_status.state[:32],
-            battery_percent=round(reading.percent) if reading.present else 255,
-            charging=reading.charging,
+            battery_percent=battery,
+            charging=charging,
             storage_total=usage.total_bytes,
             storage_free=usage.free_bytes,
             clips=clips,
@@ -115,6 +123,8 @@ class DeviceDockHooks:
         _log.info(
             "clip %s verified and committed by dock %s: deleted from the card", clip_id, dock_id
         )
+        if self.on_committed is not None:
+            self.on_committed(clip_id, dock_id)
 
     async def wait_sealed(self) -> None:
         """Until no clip is open: docking stops a recording, and its seal takes a moment."""

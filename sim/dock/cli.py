@@ -16,12 +16,19 @@ import logging
 import sys
 from pathlib import Path
 
-from bodycam.daemon.dock.auth import load_dock_identity
+from bodycam.daemon.dock.auth import DockIdentity, load_dock_identity
 from bodycam.daemon.dock.policy import SignedPolicy, load_signed_policy
+from bodycam.daemon.telemetry import (
+    DockTopics,
+    Telemetry,
+    TelemetrySettings,
+    parse_broker_url,
+)
 from bodycam.drivers.interfaces import ByteLink, LinkClosedError
 from bodycam.drivers.serial_link import open_serial
 from bodycam.sim.dock.agent import DockAgent, DockReport
 from bodycam.sim.dock.store import DockStore
+from bodycam.sim.dock.telemetry import DockTelemetry
 
 _log = logging.getLogger(__name__)
 
@@ -46,6 +53,12 @@ def add_dock_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--policy", type=Path, help="directory with a signed policy.json/policy.sig")
     p.add_argument("--retention-days", type=float, default=31.0)
     p.add_argument("--once", action="store_true", help="serve one session per bay, then exit")
+    p.add_argument(
+        "--broker", help="publish bays, offloads and failures to this MQTT broker (mqtt[s]://)"
+    )
+    p.add_argument("--broker-username", help="MQTT user name (default: none)")
+    p.add_argument("--broker-password-file", type=Path, help="file holding the MQTT password")
+    p.add_argument("--broker-ca", type=Path, help="TLS: the broker's CA certificate")
     p.add_argument("-v", "--verbose", action="store_true")
     p.set_defaults(func=run_dock_command)
 
@@ -78,9 +91,14 @@ async def _wait_until_gone(link: ByteLink) -> None:
             await link.read()
 
 
-async def run_bay(port: str, agent: DockAgent, *, once: bool) -> list[DockReport]:
+async def run_bay(
+    port: str, agent: DockAgent, *, once: bool, telemetry: DockTelemetry | None = None
+) -> list[DockReport]:
     """Serve the cameras that dock on ``port``; with ``once``, just the first one."""
     reports: list[DockReport] = []
+    if telemetry is not None:
+        telemetry.bay_open(port)
+        agent.on_progress = telemetry.progress_for(port)
     while True:
         try:
             link = open_serial(port)
@@ -91,12 +109,18 @@ async def run_bay(port: str, agent: DockAgent, *, once: bool) -> list[DockReport
             await asyncio.sleep(_REOPEN_S)
             continue
         try:
+            if telemetry is not None:
+                telemetry.camera_seated(port)
             report = await agent.serve(link)
             reports.append(report)
             print_report(report)
+            if telemetry is not None:
+                telemetry.finished(port, report)
             if once:
                 return reports
             await _wait_until_gone(link)
+            if telemetry is not None:
+                telemetry.camera_left(port)
         finally:
             link.close()
 
@@ -110,11 +134,52 @@ def _load_policy(directory: Path | None) -> SignedPolicy | None:
     return signed
 
 
+def _dock_telemetry(args: argparse.Namespace, dock_id: str) -> DockTelemetry | None:
+    if not args.broker:
+        return None
+    try:
+        broker = parse_broker_url(args.broker)
+    except ValueError as exc:
+        raise SystemExit(f"bodycam dock: --broker: {exc}") from None
+    password = None
+    if args.broker_password_file is not None:
+        password = args.broker_password_file.read_text(encoding="utf-8").strip()
+    settings = TelemetrySettings(
+        broker=broker,
+        client_id=dock_id,
+        username=args.broker_username,
+        password=password,
+        ca_file=args.broker_ca,
+        queue_path=args.store / "telemetry.sqlite",
+    )
+    topics = DockTopics(dock_id)
+    return DockTelemetry(Telemetry(settings, topics), topics)
+
+
 async def _serve(args: argparse.Namespace) -> int:
     store = DockStore(args.store, retention_days=args.retention_days)
     identity = load_dock_identity(args.credentials)
     policy = _load_policy(args.policy)
+    telemetry = _dock_telemetry(args, identity.dock_id)
+    if telemetry is None:
+        return await _serve_bays(args, store, identity, policy, None)
+    publisher = asyncio.create_task(telemetry.telemetry.run(), name="telemetry")
+    try:
+        return await _serve_bays(args, store, identity, policy, telemetry)
+    finally:
+        publisher.cancel()  # publishes online=0 on the way out
+        with contextlib.suppress(asyncio.CancelledError):
+            await publisher
+        telemetry.telemetry.close()
 
+
+async def _serve_bays(
+    args: argparse.Namespace,
+    store: DockStore,
+    identity: DockIdentity,
+    policy: SignedPolicy | None,
+    telemetry: DockTelemetry | None,
+) -> int:
     def agent() -> DockAgent:
         return DockAgent(store, identity, policy=policy)
 
@@ -131,12 +196,17 @@ async def _serve(args: argparse.Namespace) -> int:
             path = str(camera.tty)
             if path not in bays or bays[path].done():
                 print(f"camera {camera.serial} on {path}")
-                bays[path] = asyncio.create_task(run_bay(path, agent(), once=True), name=path)
+                bays[path] = asyncio.create_task(
+                    run_bay(path, agent(), once=True, telemetry=telemetry), name=path
+                )
 
         await watch_cameras(on_new)
         return 0
     async with asyncio.TaskGroup() as tg:
-        tasks = [tg.create_task(run_bay(p, agent(), once=args.once), name=p) for p in args.port]
+        tasks = [
+            tg.create_task(run_bay(p, agent(), once=args.once, telemetry=telemetry), name=p)
+            for p in args.port
+        ]
     failed = any(r.error for t in tasks for r in t.result())
     return 1 if failed else 0
 

@@ -1,0 +1,1 @@
+"""Helpers for the telemetry tests: certificates, and a publisher to run as a process."""
