@@ -18,6 +18,7 @@ BENCHMARKS = [
     "shift_speed",
     "dock_offload",
     "unit_exposure",
+    "fleet",
 ]
 
 

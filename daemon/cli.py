@@ -216,8 +216,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_dock_parser(sub)
     add_store_parser(sub)
     from bodycam.daemon.deploy_cli import add_deploy_parsers
+    from bodycam.sim.fleet.cli import add_fleet_parser
 
     add_deploy_parsers(sub)
+    add_fleet_parser(sub)
     return parser
 
 

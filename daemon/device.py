@@ -21,7 +21,7 @@ from bodycam.daemon.config import Config
 from bodycam.daemon.dock.hooks import DeviceDockHooks
 from bodycam.daemon.dock.outbox import Outbox
 from bodycam.daemon.dock.service import DockService
-from bodycam.daemon.dock.session import CameraIdentity
+from bodycam.daemon.dock.session import CameraIdentity, SessionLog
 from bodycam.daemon.indicator_player import IndicatorPlayer
 from bodycam.daemon.indicators import IndicatorScheduler
 from bodycam.daemon.monitors import watch_battery, watch_clock, watch_parts, watch_storage
@@ -121,7 +121,13 @@ class Device:
             identity = CameraIdentity(
                 config.device.id, firmware_version, keys.signing_key, keys.authority
             )
-            self.dock = DockService(board.dock, identity, Outbox(config.clips_dir), hooks)
+            self.dock = DockService(
+                board.dock,
+                identity,
+                Outbox(config.clips_dir),
+                hooks,
+                on_session_end=self._dock_session_ended,
+            )
 
     # ----- inputs -------------------------------------------------------------------------
 
@@ -162,6 +168,15 @@ class Device:
         if self.dock is not None:
             self.dock.docked_changed(docked)
             self.status.dock_sessions = self.dock.sessions
+
+    def _dock_session_ended(self, session: SessionLog) -> None:
+        self.reporter.event(
+            "offload_done",
+            dock_id=session.dock_id,
+            authenticated=session.authenticated,
+            clips=session.clips_deleted,
+            bytes=session.data_bytes,
+        )
 
     def _clip_offloaded(self, clip_id: str, dock_id: str) -> None:
         self.reporter.event("clip_offloaded", clip_id=clip_id, dock_id=dock_id)

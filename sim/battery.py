@@ -10,15 +10,15 @@ import threading
 
 from bodycam.drivers.interfaces import BatteryReading, Clock
 
-# Share of the recording draw for each load.
-_LOAD_FACTOR: dict[str, float] = {
+# Share of the recording draw for each load (the fleet's battery model uses them too).
+LOAD_FACTOR: dict[str, float] = {
     "recording": 1.0,
     "finalizing": 1.0,
     "buffering": 0.8,
     "asleep": 0.02,
     "off": 0.01,
 }
-_CHARGE_PERCENT_PER_HOUR = 50.0
+CHARGE_PERCENT_PER_HOUR = 50.0
 
 
 class SimBattery:
@@ -37,9 +37,9 @@ class SimBattery:
         now = self._clock.monotonic()
         elapsed, self._t = now - self._t, now
         if self._charging:
-            self._percent += elapsed * _CHARGE_PERCENT_PER_HOUR / 3600.0
+            self._percent += elapsed * CHARGE_PERCENT_PER_HOUR / 3600.0
         else:
-            self._percent -= elapsed * self._recording_rate * _LOAD_FACTOR.get(self._load, 1.0)
+            self._percent -= elapsed * self._recording_rate * LOAD_FACTOR.get(self._load, 1.0)
         self._percent = min(100.0, max(0.0, self._percent))
 
     def read(self) -> BatteryReading:

@@ -9,9 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 
 from bodycam.daemon.dock.outbox import Outbox
-from bodycam.daemon.dock.session import AuthLimiter, CameraHooks, CameraIdentity, CameraSession
+from bodycam.daemon.dock.session import (
+    AuthLimiter,
+    CameraHooks,
+    CameraIdentity,
+    CameraSession,
+    SessionLog,
+)
 from bodycam.drivers.interfaces import ByteLink, DockPort, LinkClosedError
 from bodycam.drivers.link.endpoint import Responder
 
@@ -33,8 +40,10 @@ class DockService:
         hooks: CameraHooks,
         *,
         idle_timeout_s: float = IDLE_TIMEOUT_S,
+        on_session_end: Callable[[SessionLog], None] | None = None,
     ) -> None:
         self.port = port
+        self.on_session_end = on_session_end
         self.identity = identity
         self.outbox = outbox
         self.hooks = hooks
@@ -98,3 +107,5 @@ class DockService:
                         log.clips_deleted,
                         log.data_bytes,
                     )
+                    if self.on_session_end is not None:
+                        self.on_session_end(log)
