@@ -104,6 +104,16 @@ def decoded_counters(path: Path) -> list[int | None]:
     return counters
 
 
+def flip_a_byte(path: Path) -> None:
+    """Alter one byte in the middle of ``path``, as someone tampering with the card would."""
+    size = path.stat().st_size
+    with path.open("r+b") as handle:
+        handle.seek(size // 2)
+        byte = handle.read(1)
+        handle.seek(-1, os.SEEK_CUR)
+        handle.write(bytes([byte[0] ^ 0x55]))
+
+
 def ffprobe(path: Path) -> dict[str, Any]:
     """ffprobe's own reading of a file: stream facts and any error it reports."""
     exe = shutil.which("ffprobe")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -15,19 +14,10 @@ from bodycam.sim.dock.agent import DockAgent
 from bodycam.sim.dock.cli import run_bay
 from bodycam.sim.dock.telemetry import DockTelemetry, bay_name
 from bodycam.sim.docking import DOCK_ID, prepare_dock
-from tests.integration.conftest import RECORD_TWO_CLIPS, SimRig, running_camera
+from tests.integration.conftest import RECORD_TWO_CLIPS, SimRig, flip_a_byte, running_camera
 from tests.mqtt_fixtures import broker, fast_settings, retained, subscribed
 
 __all__ = ["broker"]  # the fixture, imported for pytest
-
-
-def _flip_a_byte(segment: Path) -> None:
-    size = segment.stat().st_size
-    with segment.open("r+b") as handle:  # someone alters footage on the card
-        handle.seek(size // 2)
-        byte = handle.read(1)
-        handle.seek(-1, os.SEEK_CUR)
-        handle.write(bytes([byte[0] ^ 0x55]))
 
 
 async def _retained_state(url: str, topic: str, key: str, value: object) -> dict[str, Any]:
@@ -55,7 +45,7 @@ async def test_dock_reports_bays_offloads_and_refused_clips(
             async with running_camera(rig) as camera:
                 await camera.play(RECORD_TWO_CLIPS)
                 first, _second = list_clips(rig.config.clips_dir)
-                _flip_a_byte(first.directory / "seg-000001.bcs")
+                flip_a_byte(first.directory / "seg-000001.bcs")
                 port = str((await camera.do({"do": "dock"}))["port"])
                 agent = DockAgent(setup.store(), setup.identity())
                 (report,) = await run_bay(port, agent, once=True, telemetry=dock)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import os
 from pathlib import Path
 
 import pytest
@@ -16,7 +15,7 @@ from bodycam.drivers.link.messages import ErrorCode, FileKind, ListClips, Read
 from bodycam.drivers.serial_link import open_serial
 from bodycam.sim.dock.agent import DockAgent
 from bodycam.sim.docking import prepare_dock
-from tests.integration.conftest import RECORD_TWO_CLIPS, SimRig, running_camera
+from tests.integration.conftest import RECORD_TWO_CLIPS, SimRig, flip_a_byte, running_camera
 
 
 def _rogue_identity(tmp_path: Path) -> DockIdentity:
@@ -72,13 +71,7 @@ async def test_tampered_clip_is_refused_and_stays_on_the_camera(
     async with running_camera(rig) as camera:
         await camera.play(RECORD_TWO_CLIPS)
         first, second = list_clips(rig.config.clips_dir)
-        segment = first.directory / "seg-000001.bcs"
-        size = segment.stat().st_size
-        with segment.open("r+b") as handle:  # someone alters footage on the card
-            handle.seek(size // 2)
-            byte = handle.read(1)
-            handle.seek(-1, os.SEEK_CUR)
-            handle.write(bytes([byte[0] ^ 0x55]))
+        flip_a_byte(first.directory / "seg-000001.bcs")  # someone alters footage on the card
         port = (await camera.do({"do": "dock"}))["port"]
         link = open_serial(port)
         try:

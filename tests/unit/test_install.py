@@ -30,6 +30,17 @@ def _force_keys(tmp_path: Path) -> tuple[Path, Path]:
     return keys / "force.pub", keys / "authority.pub"
 
 
+def _provision_cam_1(tmp_path: Path, root: Path) -> None:
+    force_pub, authority_pub = _force_keys(tmp_path)
+    provision(
+        Path("/etc/bodycam/config.toml"),
+        device_id="CAM-1",
+        force_key=force_pub,
+        authority_key=authority_pub,
+        root=root,
+    )
+
+
 def test_camera_tree(tmp_path: Path) -> None:
     root = tmp_path / "root"
     report = install(root, role="camera", venv=False)
@@ -127,14 +138,7 @@ def test_provision_then_the_daemon_accepts_it(tmp_path: Path) -> None:
 def test_daemon_check_accepts_the_provisioned_config(tmp_path: Path) -> None:
     root = tmp_path / "root"
     install(root, venv=False)
-    force_pub, authority_pub = _force_keys(tmp_path)
-    provision(
-        Path("/etc/bodycam/config.toml"),
-        device_id="CAM-1",
-        force_key=force_pub,
-        authority_key=authority_pub,
-        root=root,
-    )
+    _provision_cam_1(tmp_path, root)
     # The config names /var/lib/bodycam; point the check at the image's copy of it.
     config = root / "etc/bodycam/config.toml"
     text = config.read_text().replace('"/var/lib/bodycam"', f'"{root}/var/lib/bodycam"')
@@ -264,13 +268,6 @@ def test_provision_as_root_gives_the_keys_to_the_state_dirs_owner(tmp_path: Path
     install(root, venv=False)
     state = root / "var/lib/bodycam"
     os.chown(state, 4242, 4242)  # the daemon ran once: systemd gave it to the bodycam user
-    force_pub, authority_pub = _force_keys(tmp_path)
-    provision(
-        Path("/etc/bodycam/config.toml"),
-        device_id="CAM-1",
-        force_key=force_pub,
-        authority_key=authority_pub,
-        root=root,
-    )
+    _provision_cam_1(tmp_path, root)
     for path in (state / "keys", state / "keys/device.key", state / "identity.json"):
         assert (path.stat().st_uid, path.stat().st_gid) == (4242, 4242), path
