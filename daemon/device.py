@@ -36,13 +36,11 @@ from bodycam.daemon.recorder import (
     SegmentSealed,
 )
 from bodycam.daemon.reporting import FaultBook, Reporter, TelemetrySink
+from bodycam.daemon.sensor import Sensor
 from bodycam.daemon.status import DeviceStatus, StatusWriter
-from bodycam.drivers.interfaces import Board, CameraError
+from bodycam.drivers.interfaces import Board
 
 log = logging.getLogger(__name__)
-
-# Sensor restarts back off from 1 s to 30 s so a dead sensor does not spin the CPU.
-_CAMERA_RETRY_S = (1.0, 2.0, 5.0, 10.0, 30.0)
 
 
 @dataclass(frozen=True)
@@ -104,8 +102,7 @@ class Device:
         self._events: asyncio.Queue[sm.Event] = asyncio.Queue()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tg: asyncio.TaskGroup | None = None
-        self._sensor: asyncio.Task[None] | None = None
-        self._sensor_stopping: asyncio.Task[None] | None = None
+        self.sensor = Sensor(board.camera, self.recorder, board.clock, self.post)
         self.faults = FaultBook(list(board.faults))
         self.dock: DockService | None = None
         if board.dock is not None:
@@ -249,7 +246,7 @@ class Device:
                     self._notifier.ready(self.machine.state.name)
                 await control
                 # The sensor task lives in the group too: stop it with the services.
-                self._stop_sensor()
+                self.sensor.stop()
                 for task in services:
                     task.cancel()
         finally:
@@ -315,9 +312,10 @@ class Device:
         elif isinstance(action, sm.RolloverClip):
             self.recorder.rollover()
         elif isinstance(action, sm.StartSensor):
-            self._start_sensor()
+            assert self._tg is not None
+            self.sensor.start(self._tg)
         elif isinstance(action, sm.StopSensor):
-            self._stop_sensor()
+            self.sensor.stop()
         elif isinstance(action, sm.StateChanged):
             log.info("state %s -> %s (%s)", action.old.name, action.new.name, action.reason)
             self.reporter.state_changed(action)
@@ -331,46 +329,6 @@ class Device:
             self.reporter.event("warnings", warnings=sorted(w.name for w in action.warnings))
         else:
             log.info("%s", action)
-
-    # ----- the sensor ---------------------------------------------------------------------
-
-    def _start_sensor(self) -> None:
-        if self._sensor is None or self._sensor.done():
-            assert self._tg is not None
-            previous, self._sensor_stopping = self._sensor_stopping, None
-            self._sensor = self._tg.create_task(self._run_sensor(previous), name="sensor")
-
-    def _stop_sensor(self) -> None:
-        if self._sensor is not None:
-            self._sensor.cancel()
-            self._sensor_stopping = self._sensor
-            self._sensor = None
-        self.recorder.sensor_stopped()
-
-    async def _run_sensor(self, previous: asyncio.Task[None] | None = None) -> None:
-        if previous is not None:
-            # Off before on: a quick dock/undock must not turn on a sensor still turning off.
-            await asyncio.wait([previous])
-        camera, failures = self.board.camera, 0
-        while True:
-            try:
-                async with camera:
-                    async for frame in camera.frames():
-                        if failures:
-                            failures = 0
-                            self.post(sm.CameraRecovered(self.clock.monotonic()))
-                        self.recorder.on_frame(frame)
-            except CameraError as exc:
-                log.error("%s", exc)
-                if self.recorder.recording:
-                    self.recorder.close_clip("camera_fault")
-                self.post(sm.RecorderFailed(self.clock.monotonic(), "camera_fault", str(exc)))
-                self.recorder.sensor_stopped()
-                delay = _CAMERA_RETRY_S[min(failures, len(_CAMERA_RETRY_S) - 1)]
-                failures += 1
-                await self.clock.sleep(delay)
-            else:
-                return
 
     # ----- recorder notices ---------------------------------------------------------------
 
@@ -429,7 +387,7 @@ class Device:
             self._notifier.stopping()
         if self.recorder.recording:
             log.info("stopping: sealing the open clip")
-        self._stop_sensor()
+        self.sensor.stop()
         await self.recorder.aclose()
         for part in (self.board.red_led, self.board.green_led, self.board.beeper):
             part.off()
