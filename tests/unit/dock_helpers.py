@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
-import io
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import av
-import numpy as np
 from cryptography.hazmat.primitives.serialization import (
     Encoding,
     NoEncryption,
@@ -26,6 +24,7 @@ from tests.unit.evidence_helpers import (
     START,
     Keys,
     clip_info,
+    h264_transport_stream,
     open_clip,
     write_clip,
     write_segment,
@@ -33,7 +32,6 @@ from tests.unit.evidence_helpers import (
 
 DEVICE = "BODYCAM-TEST-0001"
 T0 = dt.datetime(2026, 12, 1, 8, 0, 0, tzinfo=dt.UTC)  # when the test clips reach the dock
-H264_FRAMES = 20
 
 
 class Clock:
@@ -52,21 +50,6 @@ class CameraClip:
 
     clip_id: str
     directory: Path
-
-
-def h264_transport_stream(frames: int = H264_FRAMES) -> bytes:
-    """A small real H.264 MPEG-TS, as the camera's muxer writes it."""
-    buffer = io.BytesIO()
-    with av.open(buffer, "w", format="mpegts") as container:
-        stream = container.add_stream("libx264", rate=30)
-        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
-        for n in range(frames):
-            image = np.full((48, 64, 3), n * 8 % 256, dtype=np.uint8)
-            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode(None):
-            container.mux(packet)
-    return buffer.getvalue()
 
 
 def camera_clip(

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import datetime as dt
 import errno
+import io
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import av
+import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
@@ -162,3 +165,22 @@ class BudgetStorage:
         if nbytes > self.budget:
             raise OSError(errno.ENOSPC, "No space left on device")
         self.budget -= nbytes
+
+
+# Frames in h264_transport_stream's default stream.
+H264_FRAMES = 20
+
+
+def h264_transport_stream(frames: int = H264_FRAMES) -> bytes:
+    """A small real H.264 MPEG-TS, as the camera's muxer writes it."""
+    buffer = io.BytesIO()
+    with av.open(buffer, "w", format="mpegts") as container:
+        stream = container.add_stream("libx264", rate=30)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        for n in range(frames):
+            image = np.full((48, 64, 3), n * 8 % 256, dtype=np.uint8)
+            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+    return buffer.getvalue()

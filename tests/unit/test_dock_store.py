@@ -15,7 +15,6 @@ from bodycam.daemon.evidence.verify import verify_clip
 from bodycam.sim.dock.store import DockStore, StoreError
 from tests.unit.dock_helpers import (
     DEVICE,
-    H264_FRAMES,
     T0,
     Clock,
     camera_clip,
@@ -25,7 +24,7 @@ from tests.unit.dock_helpers import (
     register_device,
     write_force_key,
 )
-from tests.unit.evidence_helpers import START, Keys, flip_byte, make_keys
+from tests.unit.evidence_helpers import H264_FRAMES, START, Keys, flip_byte, make_keys
 
 DAY = dt.timedelta(days=1)
 

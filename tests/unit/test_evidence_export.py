@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import av
-import numpy as np
 import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
@@ -21,6 +19,7 @@ from tests.unit.evidence_helpers import (
     WrittenClip,
     clip_info,
     flip_byte,
+    h264_transport_stream,
     make_keys,
     open_clip,
     write_clip,
@@ -100,24 +99,8 @@ def test_pinned_export_refuses_another_signer(
         )
 
 
-def _h264_transport_stream(frames: int) -> bytes:
-    """A small real H.264 MPEG-TS, as the camera's muxer would produce."""
-    buffer = io.BytesIO()
-    with av.open(buffer, "w", format="mpegts") as container:
-        stream = container.add_stream("libx264", rate=30)
-        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
-        for n in range(frames):
-            image = np.full((48, 64, 3), n * 8 % 256, dtype=np.uint8)
-            frame = av.VideoFrame.from_ndarray(image, format="rgb24")
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode(None):
-            container.mux(packet)
-    return buffer.getvalue()
-
-
 def test_mp4_export_remuxes_without_reencoding(tmp_path: Path, keys: Keys) -> None:
-    ts = _h264_transport_stream(frames=20)
+    ts = h264_transport_stream(frames=20)
     chunk = 188 * 7
     pieces = [ts[i : i + chunk] for i in range(0, len(ts), chunk)]
     writer = open_clip(

@@ -13,7 +13,6 @@ from bodycam.sim.dock.store import DockStore, StoreError
 from bodycam.sim.dock.store_cli import add_store_parser, default_user
 from tests.unit.dock_helpers import (
     DEVICE,
-    H264_FRAMES,
     T0,
     CameraClip,
     Clock,
@@ -22,7 +21,7 @@ from tests.unit.dock_helpers import (
     register_device,
     write_force_key,
 )
-from tests.unit.evidence_helpers import START, Keys
+from tests.unit.evidence_helpers import H264_FRAMES, START, Keys
 
 DAY = dt.timedelta(days=1)
 
