@@ -80,19 +80,30 @@ def parse_scenario(data: dict[str, Any], *, source: str) -> Scenario:
     )
 
 
-def load_scenario(path: Path | None) -> Scenario:
-    """Read a scenario file, or the packaged short shift when ``path`` is None."""
+def read_scenario_toml(
+    path: Path | None, *, default: str, what: str = "scenario"
+) -> tuple[dict[str, Any], str]:
+    """The TOML of a scenario file, or of the packaged ``scenarios/<default>``; and its name.
+
+    Raises:
+        ConfigError: The file cannot be read or is not TOML; the message names it.
+    """
     if path is None:
-        text = resources.files("bodycam.sim").joinpath("scenarios/short-shift.toml").read_text()
-        source = "short-shift.toml"
+        source = default
+        text = resources.files("bodycam.sim").joinpath(f"scenarios/{default}").read_text()
     else:
         source = str(path)
         try:
             text = path.read_text(encoding="utf-8")
         except OSError as exc:
-            raise ConfigError(f"{path}: cannot read scenario: {exc.strerror}") from None
+            raise ConfigError(f"{path}: cannot read {what}: {exc.strerror}") from None
     try:
-        data = tomllib.loads(text)
+        return tomllib.loads(text), source
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{source}: not valid TOML: {exc}") from None
+
+
+def load_scenario(path: Path | None) -> Scenario:
+    """Read a scenario file, or the packaged short shift when ``path`` is None."""
+    data, source = read_scenario_toml(path, default="short-shift.toml")
     return parse_scenario(data, source=source)

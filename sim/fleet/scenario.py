@@ -21,14 +21,13 @@ pre_event_s = 30
 
 from __future__ import annotations
 
-import tomllib
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from bodycam.daemon.config import Config, ConfigError
+from bodycam.sim.scenario import read_scenario_toml
 
 DEFAULT_SCENARIO = "fleet-day.toml"
 
@@ -116,17 +115,5 @@ def parse_fleet_scenario(data: dict[str, Any], *, source: str) -> FleetScenario:
 
 def load_fleet_scenario(path: Path | None) -> FleetScenario:
     """Read a fleet scenario file, or the packaged day shift when ``path`` is None."""
-    if path is None:
-        source = DEFAULT_SCENARIO
-        text = resources.files("bodycam.sim").joinpath(f"scenarios/{source}").read_text()
-    else:
-        source = str(path)
-        try:
-            text = path.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise ConfigError(f"{path}: cannot read fleet scenario: {exc.strerror}") from None
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{source}: not valid TOML: {exc}") from None
+    data, source = read_scenario_toml(path, default=DEFAULT_SCENARIO, what="fleet scenario")
     return parse_fleet_scenario(data, source=source)
