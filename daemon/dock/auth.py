@@ -17,6 +17,7 @@ camera delete footage (forgery).
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
 from dataclasses import dataclass
@@ -150,16 +151,7 @@ def issue_dock_certificate(
         issuer=authority_id(authority.public_key()),
         signature=bytes(64),
     )
-    signature = authority.sign(unsigned.signed_part())
-    return DockCertificate(
-        version=unsigned.version,
-        dock_id=unsigned.dock_id,
-        public_key=unsigned.public_key,
-        not_before_s=unsigned.not_before_s,
-        not_after_s=unsigned.not_after_s,
-        issuer=unsigned.issuer,
-        signature=signature,
-    )
+    return dataclasses.replace(unsigned, signature=authority.sign(unsigned.signed_part()))
 
 
 @dataclass(frozen=True)
