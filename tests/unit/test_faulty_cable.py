@@ -14,6 +14,7 @@ import pytest
 from bodycam.drivers.interfaces import LinkClosedError
 from bodycam.drivers.serial_link import FdLink, open_pty_pair, open_serial
 from bodycam.sim.faulty_cable import FRAME_MAGIC, MAX_GARBAGE, FaultyCable
+from tests.link_checks import read_exactly
 
 TIMEOUT = 30.0
 
@@ -54,13 +55,6 @@ async def rig() -> AsyncIterator[Rig]:
     made.close()
 
 
-async def _read_exactly(link: FdLink, nbytes: int) -> bytes:
-    got = bytearray()
-    while len(got) < nbytes:
-        got += await link.read()
-    return bytes(got)
-
-
 async def _read_until_closed(link: FdLink, into: bytearray) -> None:
     try:
         while True:
@@ -84,8 +78,8 @@ async def test_flip_rate_zero_forwards_exactly(rig: Rig) -> None:
         *_, at_dock, at_camera = await asyncio.gather(
             _send(rig.camera, to_dock),
             _send(rig.dock, to_camera),
-            _read_exactly(rig.dock, len(to_dock)),
-            _read_exactly(rig.camera, len(to_camera)),
+            read_exactly(rig.dock, len(to_dock)),
+            read_exactly(rig.camera, len(to_camera)),
         )
     assert at_dock == to_dock
     assert at_camera == to_camera
@@ -103,7 +97,7 @@ async def test_flip_rate_flips_about_p_n_bytes(rig: Rig, rate: float) -> None:
     cable = FaultyCable(rig.cable_a, rig.cable_b, flip_rate=rate, seed=11)
     runner = asyncio.create_task(cable.run())
     async with asyncio.timeout(TIMEOUT):
-        _, got = await asyncio.gather(_send(rig.camera, data), _read_exactly(rig.dock, len(data)))
+        _, got = await asyncio.gather(_send(rig.camera, data), read_exactly(rig.dock, len(data)))
     changed = sum(1 for sent, seen in zip(data, got, strict=True) if sent != seen)
     # Every flip XORs with a non-zero byte, so the receiver sees exactly the flips.
     assert changed == cable.stats.flipped
@@ -120,7 +114,7 @@ async def test_flip_rate_one_flips_every_byte(rig: Rig) -> None:
     cable = FaultyCable(rig.cable_a, rig.cable_b, flip_rate=1.0, seed=2)
     runner = asyncio.create_task(cable.run())
     async with asyncio.timeout(TIMEOUT):
-        _, got = await asyncio.gather(_send(rig.camera, data), _read_exactly(rig.dock, len(data)))
+        _, got = await asyncio.gather(_send(rig.camera, data), read_exactly(rig.dock, len(data)))
     assert 0 not in got
     cable.cut()
     async with asyncio.timeout(TIMEOUT):
@@ -140,7 +134,7 @@ async def test_same_seed_same_damage() -> None:
             async with asyncio.timeout(TIMEOUT):
                 _, got = await asyncio.gather(
                     _send(rig.camera, data, chunk=rig_chunk(len(results))),
-                    _read_exactly(rig.dock, len(data)),
+                    read_exactly(rig.dock, len(data)),
                 )
             cable.cut()
             await runner
@@ -237,7 +231,7 @@ async def test_one_side_closing_ends_the_run_and_closes_the_other(rig: Rig) -> N
     runner = asyncio.create_task(cable.run())
     await rig.camera.write(b"ping")
     async with asyncio.timeout(TIMEOUT):
-        assert await _read_exactly(rig.dock, 4) == b"ping"
+        assert await read_exactly(rig.dock, 4) == b"ping"
         rig.camera.close()  # the camera side hangs up: the cable notices and gives up
         await runner
         with pytest.raises(LinkClosedError):

@@ -21,6 +21,7 @@ from bodycam.drivers.gadget_dock import GadgetDockPort
 from bodycam.drivers.interfaces import ByteLink, DockPort, LinkClosedError
 from bodycam.drivers.serial_link import FdLink, PtyPair, open_pty_pair
 from tests.fakes.sysfs import FakePowerSupply, FakeUdc
+from tests.link_checks import exchange, read_exactly
 
 UDC = "fe980000.usb"
 TIMEOUT = 5.0
@@ -84,21 +85,6 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
     w.close()
 
 
-async def _read_exactly(link: ByteLink, nbytes: int) -> bytes:
-    got = bytearray()
-    async with asyncio.timeout(TIMEOUT):
-        while len(got) < nbytes:
-            got += await link.read()
-    return bytes(got)
-
-
-async def _exchange(camera: ByteLink, host: ByteLink, tag: bytes) -> None:
-    await camera.write(b"cam:", tag)
-    assert await _read_exactly(host, 4 + len(tag)) == b"cam:" + tag
-    await host.write(b"dock:", tag)
-    assert await _read_exactly(camera, 5 + len(tag)) == b"dock:" + tag
-
-
 def _recorder(port: GadgetDockPort) -> list[tuple[bool, bool]]:
     seen: list[tuple[bool, bool]] = []
     port.set_handler(lambda docked: seen.append((docked, port.docked)))
@@ -154,11 +140,11 @@ async def test_bytes_flow_both_ways_and_early_bytes_wait(world: World) -> None:
     # The dock talks before the camera has opened its link: nothing may be lost.
     await host.link.write(b"HELLO early")
     link = await port.open_link()
-    assert await _read_exactly(link, 11) == b"HELLO early"
-    await _exchange(link, host.link, b"one")
+    assert await read_exactly(link, 11, within_s=TIMEOUT) == b"HELLO early"
+    await exchange(link, host.link, b"one", within_s=TIMEOUT)
     big = os.urandom(200_000)  # more than any tty buffer: back-pressure both ways
     send = asyncio.create_task(link.write(big))
-    assert await _read_exactly(host.link, len(big)) == big
+    assert await read_exactly(host.link, len(big), within_s=TIMEOUT) == big
     await send
 
 
@@ -171,7 +157,9 @@ async def test_a_new_link_closes_the_previous_one(world: World) -> None:
     second = await port.open_link()
     with pytest.raises(LinkClosedError):
         await first.read()
-    await _exchange(second, host.link, b"two")  # the held port survived the reopening
+    await exchange(
+        second, host.link, b"two", within_s=TIMEOUT
+    )  # the held port survived the reopening
 
 
 async def test_undocking_closes_the_link(world: World) -> None:
@@ -195,7 +183,7 @@ async def test_host_hang_up_then_next_docking(world: World) -> None:
     seen = _recorder(port)
     port.poll()
     link = await port.open_link()
-    await _exchange(link, host.link, b"before")
+    await exchange(link, host.link, b"before", within_s=TIMEOUT)
 
     host.hang_up()  # the host vanished: the camera's tty is hung up
     with pytest.raises(LinkClosedError):
@@ -213,7 +201,7 @@ async def test_host_hang_up_then_next_docking(world: World) -> None:
     assert port.tty_error is None
     assert seen == [(True, True), (False, False), (True, True)]
     link = await port.open_link()
-    await _exchange(link, host.link, b"after")
+    await exchange(link, host.link, b"after", within_s=TIMEOUT)
 
 
 async def test_hang_up_and_reenumeration_between_two_polls(world: World) -> None:
@@ -230,7 +218,7 @@ async def test_hang_up_and_reenumeration_between_two_polls(world: World) -> None
     with pytest.raises(LinkClosedError):
         await old.read()  # closed with the hung-up port it was a copy of
     link = await port.open_link()
-    await _exchange(link, host.link, b"again")
+    await exchange(link, host.link, b"again", within_s=TIMEOUT)
     assert seen == [(True, True)]
 
 
@@ -254,7 +242,7 @@ async def test_missing_tty_is_reported_once_and_recovers(
     host = world.gadget_port_appears()  # the gadget service ran
     link = await port.open_link()  # opens the tty on demand, without waiting for a poll
     assert port.tty_error is None
-    await _exchange(link, host.link, b"late")
+    await exchange(link, host.link, b"late", within_s=TIMEOUT)
 
 
 async def test_the_tty_is_held_exclusively(world: World) -> None:
@@ -354,7 +342,7 @@ async def test_run_polls_and_notifies(world: World) -> None:
         world.udc.set_state(UDC, "configured")
         assert await asyncio.wait_for(changes.get(), TIMEOUT) is True
         link = await port.open_link()
-        await _exchange(link, host.link, b"run")
+        await exchange(link, host.link, b"run", within_s=TIMEOUT)
         world.udc.set_state(UDC, "not attached")
         assert await asyncio.wait_for(changes.get(), TIMEOUT) is False
     finally:
@@ -385,7 +373,7 @@ async def test_close_ends_run_and_is_safe_twice(world: World) -> None:
     other = world.port()
     other.poll()
     assert other.tty_error is None
-    await _exchange(await _docked_link(other, world), host.link, b"next owner")
+    await exchange(await _docked_link(other, world), host.link, b"next owner", within_s=TIMEOUT)
 
 
 async def _docked_link(port: GadgetDockPort, world: World) -> ByteLink:

@@ -16,6 +16,7 @@ import serial
 
 from bodycam.drivers.interfaces import LinkClosedError
 from bodycam.drivers.serial_link import FdLink, PtyPair, open_pty_pair, open_serial
+from tests.link_checks import read_exactly
 
 TIMEOUT = 10.0
 
@@ -68,13 +69,6 @@ def _random_chunks(
         yield group
 
 
-async def _read_exactly(link: FdLink, nbytes: int) -> bytes:
-    got = bytearray()
-    while len(got) < nbytes:
-        got += await link.read()
-    return bytes(got)
-
-
 async def _send(link: FdLink, rng: random.Random, data: bytes) -> None:
     for group in _random_chunks(rng, data):
         await link.write(*group)
@@ -88,8 +82,8 @@ async def test_large_gathered_writes_arrive_intact_both_ways(wire: Wire) -> None
         _, _, at_dock, at_camera = await asyncio.gather(
             _send(wire.camera, random.Random(1), to_dock),
             _send(wire.dock, random.Random(2), to_camera),
-            _read_exactly(wire.dock, len(to_dock)),
-            _read_exactly(wire.camera, len(to_camera)),
+            read_exactly(wire.dock, len(to_dock)),
+            read_exactly(wire.camera, len(to_camera)),
         )
     assert at_dock == to_dock
     assert at_camera == to_camera
@@ -102,8 +96,8 @@ async def test_every_byte_value_passes_unchanged(wire: Wire) -> None:
         _, _, at_dock, at_camera = await asyncio.gather(
             wire.camera.write(data),
             wire.dock.write(data[::-1]),
-            _read_exactly(wire.dock, len(data)),
-            _read_exactly(wire.camera, len(data)),
+            read_exactly(wire.dock, len(data)),
+            read_exactly(wire.camera, len(data)),
         )
     assert at_dock == data
     assert at_camera == data[::-1]
@@ -130,7 +124,7 @@ async def test_writer_blocks_until_the_reader_reads(wire: Wire) -> None:
     await asyncio.sleep(0.3)
     assert not writer.done(), "write returned while the kernel could not hold the bytes"
     async with asyncio.timeout(TIMEOUT):
-        got = await _read_exactly(wire.dock, len(payload))
+        got = await read_exactly(wire.dock, len(payload))
         await writer
     assert got == payload
 
@@ -143,7 +137,7 @@ async def test_cancelled_read_leaves_the_link_usable(wire: Wire) -> None:
         await pending
     await wire.dock.write(b"after")
     async with asyncio.timeout(TIMEOUT):
-        assert await _read_exactly(wire.camera, 5) == b"after"
+        assert await read_exactly(wire.camera, 5) == b"after"
 
 
 async def test_second_concurrent_read_is_refused(wire: Wire) -> None:
@@ -224,7 +218,7 @@ async def test_empty_write_is_a_no_op(wire: Wire) -> None:
     await wire.camera.write(b"", bytearray(), memoryview(b""))
     await wire.camera.write(b"", b"ab", b"")
     async with asyncio.timeout(TIMEOUT):
-        assert await _read_exactly(wire.dock, 2) == b"ab"
+        assert await read_exactly(wire.dock, 2) == b"ab"
 
 
 def test_open_serial_missing_port(tmp_path: Path) -> None:

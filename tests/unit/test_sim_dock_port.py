@@ -8,9 +8,10 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from bodycam.drivers.interfaces import ByteLink, DockPort, LinkClosedError
+from bodycam.drivers.interfaces import DockPort, LinkClosedError
 from bodycam.drivers.serial_link import FdLink, open_serial
 from bodycam.sim.dock_port import SimDockPort
+from tests.link_checks import exchange, read_exactly
 
 TIMEOUT = 10.0
 
@@ -20,21 +21,6 @@ async def port() -> AsyncIterator[SimDockPort]:
     dock_port = SimDockPort()
     yield dock_port
     dock_port.close()
-
-
-async def _read_exactly(link: ByteLink, nbytes: int) -> bytes:
-    got = bytearray()
-    async with asyncio.timeout(TIMEOUT):
-        while len(got) < nbytes:
-            got += await link.read()
-    return bytes(got)
-
-
-async def _exchange(camera: ByteLink, dock: ByteLink, tag: bytes) -> None:
-    await camera.write(b"from camera ", tag)
-    assert await _read_exactly(dock, 12 + len(tag)) == b"from camera " + tag
-    await dock.write(b"from dock ", tag)
-    assert await _read_exactly(camera, 10 + len(tag)) == b"from dock " + tag
 
 
 def test_is_a_dock_port() -> None:
@@ -97,7 +83,7 @@ async def test_bytes_flow_both_ways_while_docked(port: SimDockPort) -> None:
     camera = await port.open_link()
     dock = open_serial(path)
     try:
-        await _exchange(camera, dock, b"one")
+        await exchange(camera, dock, b"one", within_s=TIMEOUT)
     finally:
         dock.close()
 
@@ -116,7 +102,7 @@ async def test_camera_link_works_before_the_dock_opens(port: SimDockPort) -> Non
         # The dock agent restarting does not disturb the camera either.
         dock.close()
         dock = open_serial(path)
-        await _exchange(camera, dock, b"after restart")
+        await exchange(camera, dock, b"after restart", within_s=TIMEOUT)
     finally:
         dock.close()
 
@@ -165,13 +151,13 @@ async def test_replug_gives_a_new_working_docking(port: SimDockPort) -> None:
     old_camera = await port.open_link()
     old_dock = open_serial(first_path)
     try:
-        await _exchange(old_camera, old_dock, b"first")
+        await exchange(old_camera, old_dock, b"first", within_s=TIMEOUT)
         port.unplug()
         second_path = port.plug()  # the kernel may hand out the same pts number again
         camera = await port.open_link()
         dock = open_serial(second_path)
         try:
-            await _exchange(camera, dock, b"second")
+            await exchange(camera, dock, b"second", within_s=TIMEOUT)
             async with asyncio.timeout(TIMEOUT):
                 with pytest.raises(LinkClosedError):
                     await old_dock.read()
@@ -188,16 +174,16 @@ async def test_reopening_the_link_keeps_the_docking(port: SimDockPort) -> None:
     first = await port.open_link()
     dock = open_serial(path)
     try:
-        await _exchange(first, dock, b"a")
+        await exchange(first, dock, b"a", within_s=TIMEOUT)
         second = await port.open_link()
         assert isinstance(first, FdLink)
         assert first.closed  # one reader at a time
-        await _exchange(second, dock, b"b")
+        await exchange(second, dock, b"b", within_s=TIMEOUT)
         second.close()  # the camera closing its port is not an undocking
         assert port.docked
         await dock.write(b"queued")
         third = await port.open_link()
-        assert await _read_exactly(third, 6) == b"queued"
+        assert await read_exactly(third, 6, within_s=TIMEOUT) == b"queued"
     finally:
         dock.close()
 
