@@ -10,7 +10,7 @@ import signal
 from collections.abc import Callable
 from pathlib import Path
 
-from bodycam.daemon.config import Config, ConfigError
+from bodycam.daemon.config import Config
 from bodycam.daemon.device import Device, DeviceKeys
 from bodycam.daemon.dock.auth import load_authority_public_key
 from bodycam.daemon.dock.outbox import finish_deletions
@@ -21,7 +21,7 @@ from bodycam.daemon.notify import SystemdNotifier
 from bodycam.daemon.status import DeviceStatus
 from bodycam.daemon.telemetry.broker import parse_broker_url
 from bodycam.daemon.telemetry.publisher import Telemetry
-from bodycam.daemon.telemetry.settings import TelemetrySettings
+from bodycam.daemon.telemetry.settings import TelemetrySettings, read_password_file
 from bodycam.daemon.telemetry.topics import CameraTopics
 from bodycam.drivers.interfaces import Board
 
@@ -101,15 +101,6 @@ def build_telemetry(config: Config) -> Telemetry | None:
     t = config.telemetry
     if not t.broker:
         return None
-    password = None
-    if t.password_file is not None:
-        path = config.key_path(t.password_file)
-        try:
-            password = path.read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            raise ConfigError(
-                f"{path} (telemetry.password_file): cannot read: {exc.strerror}"
-            ) from None
 
     def optional(path: Path | None) -> Path | None:
         return None if path is None else config.key_path(path)
@@ -118,7 +109,7 @@ def build_telemetry(config: Config) -> Telemetry | None:
         broker=parse_broker_url(t.broker),
         client_id=config.device.id,
         username=t.username or None,
-        password=password,
+        password=read_password_file(optional(t.password_file), what="telemetry.password_file"),
         ca_file=optional(t.ca_file),
         cert_file=optional(t.cert_file),
         key_file=optional(t.key_file),

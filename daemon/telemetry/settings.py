@@ -5,7 +5,22 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from bodycam.daemon.config import ConfigError
 from bodycam.daemon.telemetry.broker import BrokerAddress
+
+
+def read_password_file(path: Path | None, *, what: str) -> str | None:
+    """The broker password kept in ``path`` (None: no password); ``what`` names the option.
+
+    Raises:
+        ConfigError: The file cannot be read; the message names it and ``what``.
+    """
+    if path is None:
+        return None
+    try:
+        return path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ConfigError(f"{path} ({what}): cannot read: {exc.strerror}") from None
 
 
 @dataclass(frozen=True)

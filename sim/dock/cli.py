@@ -24,6 +24,7 @@ from bodycam.daemon.telemetry import (
     TelemetrySettings,
     parse_broker_url,
 )
+from bodycam.daemon.telemetry.settings import read_password_file
 from bodycam.drivers.interfaces import ByteLink, LinkClosedError
 from bodycam.drivers.serial_link import open_serial
 from bodycam.sim.dock.agent import DockAgent, DockReport
@@ -141,14 +142,11 @@ def _dock_telemetry(args: argparse.Namespace, dock_id: str) -> DockTelemetry | N
         broker = parse_broker_url(args.broker)
     except ValueError as exc:
         raise SystemExit(f"bodycam dock: --broker: {exc}") from None
-    password = None
-    if args.broker_password_file is not None:
-        password = args.broker_password_file.read_text(encoding="utf-8").strip()
     settings = TelemetrySettings(
         broker=broker,
         client_id=dock_id,
         username=args.broker_username,
-        password=password,
+        password=read_password_file(args.broker_password_file, what="--broker-password-file"),
         ca_file=args.broker_ca,
         queue_path=args.store / "telemetry.sqlite",
     )

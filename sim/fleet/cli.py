@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bodycam.daemon.config import ConfigError
+from bodycam.daemon.telemetry.settings import read_password_file
 from bodycam.sim.fleet.scenario import load_fleet_scenario
 from bodycam.sim.fleet.shift import Shard, parse_shard
 
@@ -89,12 +90,7 @@ def _options(args: argparse.Namespace, url: str) -> FleetOptions:
         shard = parse_shard(args.shard)
     except ValueError as exc:
         raise FleetError(str(exc)) from None
-    password = None
-    if args.password_file is not None:
-        try:
-            password = args.password_file.read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            raise FleetError(f"{args.password_file}: {exc.strerror}") from None
+    password = read_password_file(args.password_file, what="--password-file")
     return FleetOptions(
         cameras=args.cameras,
         broker=broker,

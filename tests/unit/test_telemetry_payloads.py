@@ -15,9 +15,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from bodycam.daemon.config import ConfigError
 from bodycam.daemon.status import DeviceStatus
 from bodycam.daemon.telemetry import payloads as p
 from bodycam.daemon.telemetry.broker import BrokerAddress, parse_broker_url
+from bodycam.daemon.telemetry.settings import read_password_file
 from bodycam.daemon.telemetry.topics import (
     ALL,
     CameraTopics,
@@ -318,3 +320,14 @@ def test_any_json_state_round_trips(state: dict[str, Any], seq: int) -> None:
     decoded = p.decode_state(p.encode_state(seq, T0, p.body_json(state)))
     assert decoded.seq == seq
     assert decoded.state == json.loads(json.dumps(state))
+
+
+def test_password_file_is_read_stripped_and_a_missing_one_names_the_option(
+    tmp_path: Path,
+) -> None:
+    secret = tmp_path / "mqtt.pass"
+    secret.write_text("s3cret\n")
+    assert read_password_file(secret, what="telemetry.password_file") == "s3cret"
+    assert read_password_file(None, what="telemetry.password_file") is None
+    with pytest.raises(ConfigError, match=r"nope \(--password-file\): cannot read"):
+        read_password_file(tmp_path / "nope", what="--password-file")
