@@ -251,6 +251,9 @@ class SimSection(_Section):
     power_on: bool = True
     # The simulated dock connector (a pseudo-terminal per docking); off for a bare board.
     dock_port: bool = True
+    # A stable name for the dock's end of the pty while docked, as the dock host's udev rule
+    # names a seated camera /dev/bodycam/<serial>: a labgrid RawSerialPort can point at it.
+    dock_link: Path | None = None
 
 
 class Config(_Section):

@@ -1,7 +1,9 @@
 """What the outside world can do to a simulated camera, as plain data.
 
 One vocabulary for scenario files, the control socket and tests: ``{"do": "double_press"}``,
-``{"do": "hold", "seconds": 3.5}``, ``{"do": "battery", "percent": 4}``... Durations are in
+``{"do": "hold", "seconds": 3.5}``, ``{"do": "battery", "percent": 4}``,
+``{"do": "output_edges", "since": t}`` (the LED and beeper changes since ``t``, in the
+board clock's seconds, as a logic analyser on the bench would see them)... Durations are in
 simulated seconds. Unknown actions and bad arguments raise ActionError with a clear message.
 """
 
@@ -15,6 +17,10 @@ if TYPE_CHECKING:
 # Human timing for a double press: press, release and press again well inside the window.
 PRESS_S = 0.12
 GAP_S = 0.2
+
+
+# The outputs a bench watches, by the names the acceptance suite uses, and their [pins] key.
+_OUTPUT_PARTS = {"red": "red_led", "green": "green_led", "beeper": "beeper"}
 
 
 class ActionError(ValueError):
@@ -97,6 +103,15 @@ async def perform(board: SimBoard, action: dict[str, Any]) -> dict[str, Any]:
             "beeper": board.beeper.is_active,
             "t": clock.monotonic(),
         }
+    elif do == "output_edges":
+        # What a logic analyser on the LED and beeper lines would have captured since ``t``.
+        since = _number(action, "since", low=0, high=float("inf"))
+        edges = {
+            name: [[t, on] for t, on in world.pin(part).timeline_since(since)]
+            for name, part in _OUTPUT_PARTS.items()
+            if world.has(part)
+        }
+        return {"edges": edges, "t": clock.monotonic()}
     else:
         raise ActionError(f"unknown action {do!r}")
     return {}

@@ -57,7 +57,7 @@ def build_sim_board(config: Config, *, clock: SimClock | None = None) -> SimBoar
         from bodycam.sim.camera import SimCamera
 
         camera = SimCamera(config.video.format(), clock, stall_after_s=sim.camera_stall_after_s)
-    dock = SimDockPort() if sim.dock_port else None
+    dock = SimDockPort(link_path=sim.dock_link) if sim.dock_port else None
     board = SimBoard(
         name="sim",
         camera=camera,

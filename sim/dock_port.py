@@ -20,6 +20,10 @@ How the pair is held during a docking, and why:
 * ``unplug`` closes the camera's link and every descriptor of the docking: the dock's reads
   then see end-of-file and its writes ``EIO`` (both LinkClosedError through ``FdLink``),
   exactly as when a camera is lifted out of the dock.
+* With ``link_path`` the port also names the dock's end while docked (a symlink to the
+  slave, replaced atomically, removed on unplug), as the dock host's udev rule names a
+  seated camera ``/dev/bodycam/<serial>``: a test bench can be configured with one fixed
+  path (a labgrid ``RawSerialPort``) although every docking gets a new pty.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from bodycam.drivers.interfaces import ByteLink, LinkClosedError
 from bodycam.drivers.serial_link import FdLink, PtyPair, open_pty_pair
@@ -61,7 +66,8 @@ class SimDockPort:
     handler is called on the thread that made the change, in the order of the changes.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, link_path: Path | None = None) -> None:
+        self._link_path = link_path
         # Re-entrant: a handler may read ``docked`` or ``port_path`` while it is notified.
         # Handlers run under the lock so that notifications arrive in the order of changes.
         self._lock = threading.RLock()
@@ -126,6 +132,7 @@ class SimDockPort:
                 return self._docking.pty.slave_path
             self._docking = _Docking(open_pty_pair())
             path = self._docking.pty.slave_path
+            self._name_port(path)
             log.info("sim dock: camera docked, dock side is %s", path)
             self._notify(True)
             return path
@@ -137,6 +144,7 @@ class SimDockPort:
             if docking is None:
                 return
             self._docking = None
+            self._unname_port()
             docking.release()
             log.info("sim dock: camera undocked (%s gone)", docking.pty.slave_path)
             self._notify(False)
@@ -147,7 +155,30 @@ class SimDockPort:
             self._closed = True
             docking, self._docking = self._docking, None
             if docking is not None:
+                self._unname_port()
                 docking.release()
+
+    def _name_port(self, slave_path: str) -> None:
+        if self._link_path is None:
+            return
+        # Replaced in one rename, so a bench polling the name never sees a half-made link.
+        staging = self._link_path.with_name(f".{self._link_path.name}.{os.getpid()}")
+        try:
+            self._link_path.parent.mkdir(parents=True, exist_ok=True)
+            staging.unlink(missing_ok=True)
+            staging.symlink_to(slave_path)
+            staging.replace(self._link_path)
+        except OSError as exc:
+            # The docking itself works without the name; say why a bench cannot find it.
+            log.warning("sim dock: cannot name the dock port %s: %s", self._link_path, exc)
+
+    def _unname_port(self) -> None:
+        if self._link_path is None:
+            return
+        try:
+            self._link_path.unlink(missing_ok=True)
+        except OSError as exc:
+            log.warning("sim dock: cannot remove the dock port name %s: %s", self._link_path, exc)
 
     def _notify(self, docked: bool) -> None:
         handler = self._handler

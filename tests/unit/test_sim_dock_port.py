@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 
@@ -208,3 +209,40 @@ async def test_close_releases_and_refuses_new_plugs(port: SimDockPort) -> None:
             port.plug()
     finally:
         dock.close()
+
+
+def _points_at(name: Path) -> str | None:
+    return str(name.readlink()) if name.is_symlink() else None
+
+
+async def test_a_named_port_follows_each_docking(tmp_path: Path) -> None:
+    name = tmp_path / "dev" / "bodycam" / "CAM-SIM"
+    port = SimDockPort(link_path=name)
+    try:
+        assert _points_at(name) is None
+        first = port.plug()
+        assert _points_at(name) == first
+        camera = await port.open_link()
+        dock = open_serial(str(name))  # the bench opens the name, not the pts number
+        try:
+            await exchange(camera, dock, b"by name", within_s=TIMEOUT)
+        finally:
+            dock.close()
+        port.unplug()
+        assert _points_at(name) is None
+        second = port.plug()
+        assert _points_at(name) == second
+    finally:
+        port.close()
+    assert not name.is_symlink(), "closing the port must not leave a dangling name"
+
+
+def test_an_unwritable_name_does_not_stop_the_docking(tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("")
+    port = SimDockPort(link_path=blocker / "CAM-SIM")
+    try:
+        assert Path(port.plug()).exists()
+        assert port.docked
+    finally:
+        port.close()
