@@ -13,25 +13,46 @@ from typing import Any
 from bodycam.daemon.config import Config
 
 
-def write_sim_config(path: Path, config: Config, socket_path: Path, *, speed: float) -> None:
-    """A small, fast camera (320x240, 1 s segments) for a daemon process driven by a socket."""
-    path.write_text(
-        f"""
-[device]
-state_dir = "{config.device.state_dir}"
-runtime_dir = "{config.device.runtime_dir}"
-[video]
-width = 320
-height = 240
-bitrate = 600000
-[recording]
-pre_event_s = 1.0
-segment_s = 1.0
-[sim]
-speed = {speed}
-control_socket = "{socket_path}"
-"""
-    )
+def render_toml(sections: dict[str, dict[str, object]]) -> str:
+    """TOML for a config of flat sections (strings, paths, numbers, booleans)."""
+    lines: list[str] = []
+    for name, values in sections.items():
+        lines.append(f"[{name}]")
+        for key, value in values.items():
+            if isinstance(value, bool):
+                text = "true" if value else "false"
+            elif isinstance(value, int | float):
+                text = repr(value)
+            else:
+                text = json.dumps(str(value))  # a JSON string is a valid TOML basic string
+            lines.append(f"{key} = {text}")
+    return "\n".join(lines) + "\n"
+
+
+def write_sim_config(
+    path: Path,
+    config: Config,
+    socket_path: Path,
+    *,
+    speed: float,
+    extra: dict[str, dict[str, object]] | None = None,
+) -> None:
+    """A small, fast camera (320x240, 1 s segments) for a daemon process driven by a socket.
+
+    ``extra`` adds or overrides keys, section by section.
+    """
+    sections: dict[str, dict[str, object]] = {
+        "device": {
+            "state_dir": config.device.state_dir,
+            "runtime_dir": config.device.runtime_dir,
+        },
+        "video": {"width": 320, "height": 240, "bitrate": 600000},
+        "recording": {"pre_event_s": 1.0, "segment_s": 1.0},
+        "sim": {"speed": speed, "control_socket": socket_path},
+    }
+    for name, values in (extra or {}).items():
+        sections.setdefault(name, {}).update(values)
+    path.write_text(render_toml(sections))
 
 
 def start_daemon(config: Path, log: Path) -> subprocess.Popen[bytes]:

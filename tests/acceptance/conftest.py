@@ -1,0 +1,95 @@
+"""The camera the acceptance suite runs against: the simulator, or a labgrid target.
+
+Without ``--lg-env`` (the default, and what ``.ci/run`` does) the camera is the simulator
+in its own process. With ``--lg-env FILE`` (or ``LG_ENV``) it is the ``main`` target of
+that labgrid environment: a camera on a bench, or ``envs/sim.yaml``, the simulator behind
+the same labgrid roles. One camera serves the whole session, as on a bench; each test
+starts from a camera that is powered, ready, undocked and not recording.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from tests.acceptance.gestures import hold_to_stop, wait_ready
+from tests.acceptance.rig import CameraRig, MissingPart, RigError
+
+
+def _labgrid_env(config: pytest.Config) -> Any | None:
+    try:
+        from labgrid.pytestplugin.hooks import LABGRID_ENV_KEY
+    except ImportError:  # labgrid is only needed for benches
+        return None
+    return config.stash.get(LABGRID_ENV_KEY, None)
+
+
+def _open_rig(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> CameraRig:
+    env = _labgrid_env(request.config)
+    if env is None:
+        from tests.acceptance.sim_rig import SimRig
+
+        return SimRig(tmp_path_factory.mktemp("camera"))
+    from tests.acceptance.labgrid_rig import LabgridRig
+
+    # labgrid's own fixture: records the environment in the report and stops the run with
+    # the coordinator's message when a remote place cannot be used (unreachable, locked).
+    request.getfixturevalue("env")
+    target = env.get_target("main")
+    if target is None:
+        raise pytest.UsageError(f"{env.config_file}: no target named 'main'")
+    return LabgridRig(env, target)
+
+
+@pytest.fixture(scope="session")
+def camera_rig(
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    record_testsuite_property: Callable[[str, object], None],
+) -> Iterator[CameraRig]:
+    try:
+        rig = _open_rig(request, tmp_path_factory)
+    except RigError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    record_testsuite_property("bodycam_rig", rig.name)
+    try:
+        _if_present(lambda: rig.power(True))  # a camera on a fixed supply is simply on
+        wait_ready(rig)
+        yield rig
+    finally:
+        rig.close()
+
+
+@pytest.fixture
+def rig(camera_rig: CameraRig) -> Iterator[CameraRig]:
+    """The session's camera, known to be powered, undocked, released and not recording."""
+    _settle(camera_rig)
+    yield camera_rig
+    _settle(camera_rig)
+
+
+def _if_present(*steps: Callable[[], object]) -> None:
+    for step in steps:
+        with contextlib.suppress(MissingPart):
+            step()
+
+
+def _stop_any_recording(rig: CameraRig) -> None:
+    # A test that failed mid-recording leaves the camera recording: a hold stops it and is
+    # ignored by a camera that is not. Then wait out the double-press window.
+    hold_to_stop(rig)
+    time.sleep(rig.config.buttons.double_press_s)
+
+
+def _settle(rig: CameraRig) -> None:
+    _if_present(
+        lambda: rig.set_button(False),
+        rig.undock,
+        lambda: _stop_any_recording(rig),
+    )
