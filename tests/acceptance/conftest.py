@@ -36,14 +36,11 @@ def _open_rig(
         from tests.acceptance.sim_rig import SimRig
 
         return SimRig(tmp_path_factory.mktemp("camera"))
-    from tests.acceptance.labgrid_rig import LabgridRig
+    from tests.acceptance.labgrid_rig import LabgridRig, open_target
 
-    # labgrid's own fixture: records the environment in the report and stops the run with
-    # the coordinator's message when a remote place cannot be used (unreachable, locked).
+    target = open_target(env)  # first: a coordinator's refusal becomes one clear line
+    # labgrid's own fixture records the environment and the place in the report.
     request.getfixturevalue("env")
-    target = env.get_target("main")
-    if target is None:
-        raise pytest.UsageError(f"{env.config_file}: no target named 'main'")
     return LabgridRig(env, target)
 
 
@@ -53,10 +50,13 @@ def camera_rig(
     tmp_path_factory: pytest.TempPathFactory,
     record_testsuite_property: Callable[[str, object], None],
 ) -> Iterator[CameraRig]:
+    problem: str | None = None
     try:
         rig = _open_rig(request, tmp_path_factory)
     except RigError as exc:
-        pytest.fail(str(exc), pytrace=False)
+        problem = str(exc)
+    if problem is not None:  # outside the except: one line, not a chain of tracebacks
+        pytest.fail(problem, pytrace=False)
     record_testsuite_property("bodycam_rig", rig.name)
     try:
         _if_present(lambda: rig.power(True))  # a camera on a fixed supply is simply on

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from labgrid.exceptions import NoDriverFoundError, NoResourceFoundError
+from labgrid.remote.client import ServerError, UserError
 from labgrid.resource import NetworkSerialPort
 from labgrid.resource.base import SerialPort
 
@@ -53,6 +54,22 @@ _REQUIRED_OPTIONS = (
     "bodycam_authority_key",
     "bodycam_config",
 )
+
+
+def open_target(env: Any) -> Any:
+    """The environment's ``main`` target, or a RigError naming what stood in the way.
+
+    With a ``RemotePlace`` this is where the coordinator is asked for the place: an
+    unreachable coordinator or a place this run has not acquired fails here, at once.
+    """
+    try:
+        target = env.get_target("main")
+    except (ServerError, UserError) as exc:
+        coordinator = env.config.get_option("coordinator_address", "") or "LG_COORDINATOR"
+        raise RigError(f"{env.config_file}: labgrid coordinator {coordinator}: {exc}") from exc
+    if target is None:
+        raise RigError(f"{env.config_file}: no target named 'main'")
+    return target
 
 
 class ProbeWatch:
