@@ -1,0 +1,229 @@
+"""The acceptance suite through labgrid's pytest plugin, with the simulator as the bench.
+
+Each test runs pytest on ``tests/acceptance`` in a subprocess with ``--lg-env``, as a bench
+runner would, and reads its JUnit report: the whole suite passes through labgrid's
+environment, target, drivers and protocols; a bench lacking a part skips with the part's
+name; a camera that never enumerates, an unreachable coordinator and a place this run has
+not acquired are each one clear line, quickly.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+SIM_ENV = REPO / "tests" / "acceptance" / "envs" / "sim.yaml"
+
+
+@dataclass
+class SuiteRun:
+    returncode: int
+    output: str
+    outcomes: dict[str, str]  # test name -> passed / skipped / failed / error
+    messages: dict[str, str]  # test name -> skip or failure message
+    properties: dict[str, str]
+
+
+def run_suite(tmp_path: Path, env_file: Path, *args: str, timeout_s: float = 420) -> SuiteRun:
+    report = tmp_path / "report.xml"
+    environ = {**os.environ, "LG_BODYCAM_SIM_DIR": str(tmp_path / "bench")}
+    command = [
+        sys.executable, "-m", "pytest", "tests/acceptance", "--lg-env", str(env_file),
+        "-p", "no:cacheprovider", f"--junitxml={report}", "-o", "junit_family=xunit2", *args,
+    ]  # fmt: skip
+    done = subprocess.run(
+        command,
+        cwd=REPO,
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        check=False,
+    )
+    outcomes: dict[str, str] = {}
+    messages: dict[str, str] = {}
+    properties: dict[str, str] = {}
+    if report.exists():
+        root = ET.parse(report).getroot()
+        for prop in root.iter("property"):
+            properties[prop.get("name", "")] = prop.get("value", "")
+        for case in root.iter("testcase"):
+            name = case.get("name", "")
+            outcomes[name] = "passed"
+            for kind in ("skipped", "failure", "error"):
+                found = case.find(kind)
+                if found is not None:
+                    outcomes[name] = kind
+                    messages[name] = found.get("message", "")
+    return SuiteRun(done.returncode, done.stdout + done.stderr, outcomes, messages, properties)
+
+
+def acceptance_tests() -> set[str]:
+    """The names of the acceptance tests, as pytest collects them without labgrid."""
+    command = [sys.executable, "-m", "pytest", "tests/acceptance", "--collect-only", "-q"]
+    done = subprocess.run(
+        [*command, "-p", "no:cacheprovider"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    return {line.split("::")[-1] for line in done.stdout.splitlines() if "::" in line}
+
+
+def derived_env(
+    tmp_path: Path, *, drop_drivers: frozenset[str] = frozenset(), **options: object
+) -> Path:
+    """A copy of the sim environment with some roles removed or options changed."""
+    text = SIM_ENV.read_text()
+    # !template tags are labgrid's: keep them as they are by loading them as plain tagged text.
+    data = yaml.load(text, Loader=_TemplateLoader)
+    target = data["targets"]["main"]
+    target["drivers"] = [
+        d for d in target["drivers"] if next(iter(d.values()))["name"] not in drop_drivers
+    ]
+    target["options"].update(options)
+    path = tmp_path / "env.yaml"
+    path.write_text(yaml.dump(data, Dumper=_TemplateDumper, sort_keys=False))
+    return path
+
+
+class _Template(str):
+    __slots__ = ()
+
+
+class _TemplateLoader(yaml.SafeLoader):
+    pass
+
+
+class _TemplateDumper(yaml.SafeDumper):
+    pass
+
+
+def _load_template(loader: yaml.SafeLoader, node: yaml.Node) -> _Template:
+    assert isinstance(node, yaml.ScalarNode)
+    return _Template(loader.construct_scalar(node))
+
+
+def _dump_template(dumper: yaml.SafeDumper, value: _Template) -> yaml.Node:
+    return dumper.represent_scalar("!template", str(value))
+
+
+_TemplateLoader.add_constructor("!template", _load_template)
+_TemplateDumper.add_representer(_Template, _dump_template)
+
+
+@pytest.mark.slow
+def test_the_whole_suite_passes_through_labgrid_on_the_simulator(tmp_path: Path) -> None:
+    run = run_suite(tmp_path, SIM_ENV)
+    assert run.returncode == 0, run.output[-6000:]
+    assert set(run.outcomes) == acceptance_tests(), "not the same suite"
+    assert set(run.outcomes.values()) == {"passed"}, run.outcomes
+    # It really went through labgrid: its fixture recorded the environment, and the rig
+    # the suite used was the labgrid target, not the default simulator rig.
+    assert run.properties.get("ENV_CONFIG") == str(SIM_ENV)
+    assert run.properties.get("bodycam_rig", "").startswith("labgrid target 'main'"), run.properties
+
+
+def test_a_bench_without_a_part_skips_what_needs_it_and_names_it(tmp_path: Path) -> None:
+    env = derived_env(
+        tmp_path, drop_drivers=frozenset({"indicators", "record-button"}), bodycam_boot_s=3
+    )
+    run = run_suite(tmp_path, env, "-k", "red_light or pre_event")
+    assert run.returncode == 0, run.output[-4000:]
+    assert set(run.outcomes.values()) == {"skipped"}, run.outcomes
+    light = next(m for n, m in run.messages.items() if "red_light" in n)
+    button = next(m for n, m in run.messages.items() if "pre_event" in n)
+    assert "'indicators'" in light
+    assert "logic analyser" in light
+    assert "'record-button'" in button
+
+
+def test_a_camera_that_never_enumerates_fails_with_the_port_and_the_wait(tmp_path: Path) -> None:
+    env = derived_env(tmp_path, bodycam_enumerate_s=2)
+    text = env.read_text().replace("dev/bodycam/BODYCAM-SIM-0001", "dev/bodycam/NOT-THIS-CAMERA")
+    env.write_text(text)
+    started = time.monotonic()
+    run = run_suite(tmp_path, env, "-k", "rogue_dock")
+    assert run.returncode != 0
+    assert list(run.outcomes.values()) == ["failure"], run.outcomes
+    message = next(iter(run.messages.values()))
+    assert "never enumerated" in message
+    assert "NOT-THIS-CAMERA" in message
+    assert time.monotonic() - started < 120
+
+
+def _remote_env(tmp_path: Path, coordinator: str) -> Path:
+    path = tmp_path / "remote.yaml"
+    path.write_text(
+        "targets:\n  main:\n    resources:\n      RemotePlace:\n        name: bodycam-bench-1\n"
+        f"options:\n  coordinator_address: {coordinator}\n"
+    )
+    return path
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def test_an_unreachable_coordinator_is_one_clear_error(tmp_path: Path) -> None:
+    coordinator = f"127.0.0.1:{_free_port()}"  # nothing listens there
+    started = time.monotonic()
+    run = run_suite(tmp_path, _remote_env(tmp_path, coordinator), "-k", "rogue_dock", timeout_s=120)
+    assert run.returncode != 0
+    assert list(run.outcomes.values()) == ["error"], run.outcomes
+    message = next(iter(run.messages.values()))
+    assert coordinator in message
+    assert "Could not connect to coordinator" in message
+    assert "Traceback" not in message
+    assert time.monotonic() - started < 60
+
+
+@pytest.fixture
+def coordinator(tmp_path: Path) -> Iterator[str]:
+    """A real labgrid coordinator with the bench's place created but not acquired."""
+    address = f"127.0.0.1:{_free_port()}"
+    tool = Path(sys.executable).parent
+    with (tmp_path / "coordinator.log").open("wb") as log:
+        process = subprocess.Popen(
+            [str(tool / "labgrid-coordinator"), "--listen", address],
+            cwd=tmp_path,
+            stdout=log,
+            stderr=log,
+        )
+    try:
+        client = [str(tool / "labgrid-client"), "-x", address, "-p", "bodycam-bench-1", "create"]
+        deadline = time.monotonic() + 30
+        while subprocess.run(client, capture_output=True, timeout=30, check=False).returncode != 0:
+            assert time.monotonic() < deadline, (tmp_path / "coordinator.log").read_text()
+            time.sleep(0.2)
+        yield address
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def test_a_place_this_run_has_not_acquired_stops_the_run_with_its_name(
+    tmp_path: Path, coordinator: str
+) -> None:
+    started = time.monotonic()
+    run = run_suite(tmp_path, _remote_env(tmp_path, coordinator), "-k", "rogue_dock", timeout_s=120)
+    assert run.returncode != 0
+    assert "bodycam-bench-1 is not acquired" in run.output, run.output[-3000:]
+    assert "passed" not in run.outcomes.values()
+    assert time.monotonic() - started < 60
