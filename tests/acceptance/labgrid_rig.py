@@ -8,7 +8,8 @@ example):
 role name      labgrid kind                           on the bench
 ============== ====================================== =====================================
 dock-port      a SerialPort resource (RawSerialPort,  the camera's gadget serial port on the
-               USBSerialPort)                         dock host, named by the udev rule
+               USBSerialPort), or the NetworkSerialPort dock host, named by the udev rule;
+               a RemotePlace brings (RFC 2217)        exported by ser2net for a shared bench
 dock           PowerProtocol driver                   the switchable hub port carrying the
                                                       camera's USB: on = docked
 camera-power   PowerProtocol driver                   the relay or supply feeding the camera
@@ -37,6 +38,7 @@ from labgrid.exceptions import NoDriverFoundError, NoResourceFoundError
 from labgrid.remote.client import ServerError, UserError
 from labgrid.resource import NetworkSerialPort
 from labgrid.resource.base import SerialPort
+from labgrid.util.proxy import proxymanager
 
 from bodycam.daemon.config import Config, ConfigError, load_config
 from tests.acceptance.indicator_checks import edges_from_samples
@@ -158,25 +160,31 @@ class LabgridRig:
 
     def dock(self) -> str:
         port = self._dock_port()
-        if isinstance(port, NetworkSerialPort):
-            raise MissingPart(
-                f"{self.name}: dock-port is exported over the network (RFC 2217); the reference "
-                "dock opens a local port: run the suite on the exporter host (docs/hil.md)"
-            )
+        if isinstance(port, NetworkSerialPort) and port.protocol != "rfc2217":
+            raise MissingPart(f"{self.name}: dock-port speaks {port.protocol!r}, not rfc2217")
         self._driver("PowerProtocol", "dock").on()
-        return self._await_port(port)
+        self._await_enumeration(port)
+        if isinstance(port, NetworkSerialPort):
+            # Exported by a labgrid exporter (ser2net); proxymanager adds the SSH forward
+            # when the exporter is only reachable through it.
+            host, number = proxymanager.get_host_and_port(port)
+            return f"rfc2217://{host}:{number}"
+        return self._await_local_path(port)
 
-    def _await_port(self, port: Any) -> str:
-        within = self.timeouts.enumerate_s
-        deadline = time.monotonic() + within
+    def _await_enumeration(self, port: Any) -> None:
         try:
-            # A USBSerialPort waits for udev to report the camera; a RawSerialPort is static.
-            self._target.await_resources([port], timeout=within)
+            # A USBSerialPort (or its exported twin) waits for udev to report the camera;
+            # a RawSerialPort is static and passes at once.
+            self._target.await_resources([port], timeout=self.timeouts.enumerate_s)
         except NoResourceFoundError as exc:
             raise RigError(
                 f"{self.name}: the camera never enumerated on the dock host within "
-                f"{within:.0f} s of docking ({exc})"
+                f"{self.timeouts.enumerate_s:.0f} s of docking ({exc})"
             ) from exc
+
+    def _await_local_path(self, port: Any) -> str:
+        within = self.timeouts.enumerate_s
+        deadline = time.monotonic() + within
         path = str(port.port) if port.port else ""
         while not (path and os.access(path, os.R_OK | os.W_OK)):
             if time.monotonic() > deadline:

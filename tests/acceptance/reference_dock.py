@@ -8,10 +8,17 @@ from pathlib import Path
 from bodycam.daemon.dock.auth import create_dock_identity, load_dock_identity
 from bodycam.daemon.evidence.manifest import load_manifest
 from bodycam.daemon.evidence.schema import Manifest
+from bodycam.drivers.interfaces import ByteLink
 from bodycam.drivers.serial_link import open_serial
 from bodycam.sim.dock.agent import DockAgent, DockReport
 from bodycam.sim.dock.store import DockStore, StoredClip
+from tests.acceptance.rfc2217_link import Rfc2217Link
 from tests.acceptance.rig import CameraIdentity
+
+
+def open_dock_link(port: str) -> ByteLink:
+    """The dock's end of the link: a local port, or a bench's port exported over RFC 2217."""
+    return Rfc2217Link(port) if port.startswith("rfc2217://") else open_serial(port)
 
 
 class ReferenceDock:
@@ -37,8 +44,8 @@ class ReferenceDock:
         self.session_s = session_s
 
     async def serve(self, port: str) -> DockReport:
-        """One whole docking session with the camera on ``port``."""
-        link = open_serial(port)
+        """One whole docking session with the camera on ``port`` (a path or rfc2217:// URL)."""
+        link = open_dock_link(port)
         try:
             async with asyncio.timeout(self.session_s):
                 return await self.agent.serve(link)

@@ -16,9 +16,8 @@ from bodycam.drivers.link.frame import (
     frame_bytes,
 )
 from bodycam.drivers.link.messages import FileKind, ListClips, MsgType, Read, encode_message
-from bodycam.drivers.serial_link import open_serial
 from tests.acceptance.gestures import double_press, hold_to_stop
-from tests.acceptance.reference_dock import ReferenceDock
+from tests.acceptance.reference_dock import ReferenceDock, open_dock_link
 from tests.acceptance.rig import CameraRig, needs_part
 
 
@@ -53,7 +52,7 @@ def _bad_frames() -> list[bytes]:
 
 async def _spray(port: str, listen_s: float) -> list[int]:
     """Write every bad frame, listen for ``listen_s``; the types of the frames that came back."""
-    link = open_serial(port)
+    link = open_dock_link(port)
     deframer = Deframer()
     seen: list[int] = []
     try:

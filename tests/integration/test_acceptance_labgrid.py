@@ -9,13 +9,15 @@ not acquired are each one clear line, quickly.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import socket
 import subprocess
 import sys
 import time
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -174,6 +176,11 @@ def _remote_env(tmp_path: Path, coordinator: str) -> Path:
     return path
 
 
+def _listening(port: int) -> bool:
+    with socket.socket() as probe:
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -194,28 +201,36 @@ def test_an_unreachable_coordinator_is_one_clear_error(tmp_path: Path) -> None:
     assert time.monotonic() - started < 60
 
 
+@contextlib.contextmanager
+def _server(command: list[str], *, log: Path, ready: Callable[[], bool]) -> Iterator[None]:
+    """A helper server process, running until the block ends; its log explains a failed start."""
+    with log.open("wb") as sink:
+        process = subprocess.Popen(command, cwd=log.parent, stdout=sink, stderr=sink)
+    try:
+        deadline = time.monotonic() + 30
+        while not ready():
+            assert process.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.1)
+        yield
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
 @pytest.fixture
 def coordinator(tmp_path: Path) -> Iterator[str]:
     """A real labgrid coordinator with the bench's place created but not acquired."""
     address = f"127.0.0.1:{_free_port()}"
     tool = Path(sys.executable).parent
-    with (tmp_path / "coordinator.log").open("wb") as log:
-        process = subprocess.Popen(
-            [str(tool / "labgrid-coordinator"), "--listen", address],
-            cwd=tmp_path,
-            stdout=log,
-            stderr=log,
-        )
-    try:
-        client = [str(tool / "labgrid-client"), "-x", address, "-p", "bodycam-bench-1", "create"]
-        deadline = time.monotonic() + 30
-        while subprocess.run(client, capture_output=True, timeout=30, check=False).returncode != 0:
-            assert time.monotonic() < deadline, (tmp_path / "coordinator.log").read_text()
-            time.sleep(0.2)
+    create = [str(tool / "labgrid-client"), "-x", address, "-p", "bodycam-bench-1", "create"]
+
+    def created() -> bool:
+        return subprocess.run(create, capture_output=True, timeout=30, check=False).returncode == 0
+
+    serve = [str(tool / "labgrid-coordinator"), "--listen", address]
+    with _server(serve, log=tmp_path / "coordinator.log", ready=created):
         yield address
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
 
 
 def test_a_place_this_run_has_not_acquired_stops_the_run_with_its_name(
@@ -227,3 +242,50 @@ def test_a_place_this_run_has_not_acquired_stops_the_run_with_its_name(
     assert "bodycam-bench-1 is not acquired" in run.output, run.output[-3000:]
     assert "passed" not in run.outcomes.values()
     assert time.monotonic() - started < 60
+
+
+def _ser2net() -> str:
+    found = shutil.which("ser2net") or (
+        "/usr/sbin/ser2net" if Path("/usr/sbin/ser2net").exists() else None
+    )
+    assert found, "ser2net is not installed (./dev test installs it)"
+    return found
+
+
+@pytest.fixture
+def exported_dock_port(tmp_path: Path) -> Iterator[int]:
+    """The sim's dock port served over RFC 2217 by ser2net, as a labgrid exporter serves it."""
+    port = _free_port()
+    device = tmp_path / "bench" / "dev" / "bodycam" / "BODYCAM-SIM-0001"
+    # The exporter's own ser2net settings (labgrid/remote/exporter.py, ser2net >= 4.2).
+    config = [
+        f"connection: &con01#  accepter: telnet(rfc2217,mode=server),tcp,{port}",
+        f"  connector: serialdev(nouucplock=true),{device},115200n81,local",
+        "  options:",
+        "    max-connections: 10",
+    ]
+    command = [_ser2net(), "-d", "-n", *(arg for line in config for arg in ("-Y", line))]
+    with _server(command, log=tmp_path / "ser2net.log", ready=lambda: _listening(port)):
+        yield port
+
+
+def test_a_dock_port_exported_over_rfc2217_docks_like_a_local_one(
+    tmp_path: Path, exported_dock_port: int
+) -> None:
+    env = derived_env(tmp_path)
+    data = yaml.load(env.read_text(), Loader=_TemplateLoader)
+    resources = data["targets"]["main"]["resources"]
+    index = next(i for i, r in enumerate(resources) if "RawSerialPort" in r)
+    resources[index] = {
+        "NetworkSerialPort": {
+            "name": "dock-port",
+            "host": "127.0.0.1",
+            "port": exported_dock_port,
+            "protocol": "rfc2217",
+        }
+    }
+    env.write_text(yaml.dump(data, Dumper=_TemplateDumper, sort_keys=False))
+    # Garbage, then a whole offload, all through the exported port.
+    run = run_suite(tmp_path, env, "-k", "bad_frames")
+    assert run.returncode == 0, run.output[-6000:]
+    assert list(run.outcomes.values()) == ["passed"], run.outcomes
