@@ -116,7 +116,7 @@ class LabgridRig:
         self.timeouts = RigTimeouts(
             boot_s=float(option("bodycam_boot_s", 90.0)),
             enumerate_s=float(option("bodycam_enumerate_s", 30.0)),
-            session_s=float(option("bodycam_session_s", 600.0)),
+            session_s=float(option("bodycam_session_s", 240.0)),
         )
         self.timing_tolerance_s = float(option("bodycam_timing_tolerance_s", 0.05))
         self._samplerate = str(option("bodycam_probe_samplerate", "50k"))
