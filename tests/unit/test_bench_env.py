@@ -7,6 +7,7 @@ here rather than on the bench the night before a release.
 
 from __future__ import annotations
 
+import time
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +17,8 @@ import pytest
 from labgrid import Environment
 from labgrid.resource.base import SerialPort
 
-from tests.acceptance.labgrid_rig import _REQUIRED_OPTIONS, _WIRING
+from tests.acceptance.labgrid_rig import _REQUIRED_OPTIONS, _WIRING, LabgridRig, open_target
+from tests.acceptance.rig import MissingPart, RigError
 
 ENVS = Path(__file__).resolve().parents[1] / "acceptance" / "envs"
 # The labgrid protocol each role is driven through (tests/acceptance/labgrid_rig.py).
@@ -64,3 +66,38 @@ def test_every_required_option_is_there(bench: tuple[Any, Any]) -> None:
     pyproject = tomllib.loads((ENVS.parents[2] / "pyproject.toml").read_text())
     per_test_s = pyproject["tool"]["pytest"]["ini_options"]["timeout"]
     assert float(env.config.get_target_option("main", "bodycam_session_s")) < per_test_s
+
+
+def test_a_camera_that_never_enumerates_on_usb_is_a_clear_error_in_time(tmp_path: Path) -> None:
+    # The bench's own kind of port (udev-matched USBSerialPort), for a camera that is not
+    # there: docking switches the hub port on (a command here), then waits for udev.
+    (tmp_path / "camera.toml").write_text("")
+    (tmp_path / "bench.yaml").write_text(
+        """
+targets:
+  main:
+    resources:
+      - USBSerialPort:
+          name: dock-port
+          match: {ID_SERIAL_SHORT: CAM-NOT-PLUGGED-IN}
+    drivers:
+      - ExternalPowerDriver: {name: dock, cmd_on: "true", cmd_off: "true"}
+    options:
+      bodycam_device_id: CAM-NOT-PLUGGED-IN
+      bodycam_device_pub: CAM-NOT-PLUGGED-IN.pub
+      bodycam_authority_key: authority.key
+      bodycam_config: camera.toml
+      bodycam_enumerate_s: 1.5
+"""
+    )
+    env = Environment(config_file=str(tmp_path / "bench.yaml"))
+    try:
+        rig = LabgridRig(env, open_target(env))
+        started = time.monotonic()
+        with pytest.raises(RigError, match="never enumerated on the dock host within 2 s"):
+            rig.dock()
+        assert time.monotonic() - started < 10
+        with pytest.raises(MissingPart, match="'record-button'"):
+            rig.set_button(True)
+    finally:
+        env.cleanup()
