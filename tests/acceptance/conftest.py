@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from typing import Any
 
 import pytest
@@ -66,12 +66,26 @@ def camera_rig(
         rig.close()
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
+    if report.failed:
+        item.stash[_FAILED] = True  # the rig fixture tidies up after a failed test only
+    return report
+
+
+_FAILED = pytest.StashKey[bool]()
+
+
 @pytest.fixture
-def rig(camera_rig: CameraRig) -> Iterator[CameraRig]:
+def rig(request: pytest.FixtureRequest, camera_rig: CameraRig) -> Iterator[CameraRig]:
     """The session's camera, known to be powered, undocked, released and not recording."""
-    _settle(camera_rig)
+    _if_present(lambda: camera_rig.set_button(False), camera_rig.undock)
     yield camera_rig
-    _settle(camera_rig)
+    if request.node.stash.get(_FAILED, False):
+        _settle(camera_rig)
 
 
 def _if_present(*steps: Callable[[], object]) -> None:
@@ -88,6 +102,7 @@ def _stop_any_recording(rig: CameraRig) -> None:
 
 
 def _settle(rig: CameraRig) -> None:
+    # A failed test may leave the button held, the camera docked or recording.
     _if_present(
         lambda: rig.set_button(False),
         rig.undock,

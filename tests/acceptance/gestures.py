@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 
-from tests.acceptance.rig import CameraRig, MissingPart, RigError
+from tests.acceptance.rig import CameraRig, Edges, MissingPart, RigError
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +32,7 @@ def hold_to_stop(rig: CameraRig) -> None:
         rig.set_button(False)
 
 
-def watch_for(rig: CameraRig, seconds: float) -> dict[str, list[tuple[float, bool]]]:
+def watch_for(rig: CameraRig, seconds: float) -> Edges:
     """Capture the outputs for ``seconds``."""
     watch = rig.watch_indicators()
     try:

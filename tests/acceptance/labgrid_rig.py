@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -209,3 +210,4 @@ class LabgridRig:
     def close(self) -> None:
         with contextlib.suppress(MissingPart):
             self.undock()
+        shutil.rmtree(self._workdir, ignore_errors=True)
