@@ -289,3 +289,21 @@ def test_a_dock_port_exported_over_rfc2217_docks_like_a_local_one(
     run = run_suite(tmp_path, env, "-k", "bad_frames")
     assert run.returncode == 0, run.output[-6000:]
     assert list(run.outcomes.values()) == ["passed"], run.outcomes
+
+
+def test_an_env_naming_an_unset_variable_is_a_usage_error_not_a_traceback() -> None:
+    environ = {k: v for k, v in os.environ.items() if k != "LG_BODYCAM_SIM_DIR"}
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "tests/acceptance", "--lg-env", str(SIM_ENV)],
+        cwd=REPO,
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    output = done.stdout + done.stderr
+    assert done.returncode == pytest.ExitCode.USAGE_ERROR, output
+    assert "unknown variable 'LG_BODYCAM_SIM_DIR'" in output
+    assert "INTERNALERROR" not in output
+    assert "Traceback" not in output

@@ -1,0 +1,28 @@
+"""Suite-wide checks that must run before any plugin acts on the command line."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config: pytest.Config) -> None:
+    # labgrid's plugin loads the --lg-env file in its own pytest_configure, where a bad file
+    # (missing, malformed, an LG_* variable not set) ends as an INTERNALERROR traceback. Load
+    # it first, so that the same mistake is one line that says what to fix.
+    lg_env = config.getoption("lg_env", None) or os.environ.get("LG_ENV")
+    if not lg_env:
+        return
+    try:
+        from labgrid.config import Config
+        from labgrid.exceptions import InvalidConfigError, NoConfigFoundError
+    except ImportError:
+        raise pytest.UsageError(
+            f"--lg-env {lg_env}: labgrid is not installed (pip install 'bodycam[hil]')"
+        ) from None
+    try:
+        Config(lg_env)
+    except (InvalidConfigError, NoConfigFoundError) as exc:
+        raise pytest.UsageError(f"--lg-env {lg_env}: {exc}") from None
