@@ -2,9 +2,10 @@
 
 Each test runs pytest on ``tests/acceptance`` in a subprocess with ``--lg-env``, as a bench
 runner would, and reads its JUnit report: the whole suite passes through labgrid's
-environment, target, drivers and protocols; a bench lacking a part skips with the part's
-name; a camera that never enumerates, an unreachable coordinator and a place this run has
-not acquired are each one clear line, quickly.
+environment, target, drivers and protocols; a bench shared through a real coordinator and
+exporter serves the dock port over RFC 2217; a bench lacking a part skips with the part's
+name; a camera that never enumerates, an unreachable coordinator, a bench another run holds
+and a bad env file are each one clear line, quickly.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 SIM_ENV = REPO / "tests" / "acceptance" / "envs" / "sim.yaml"
+PLACE = "bodycam-bench-1"
+CI_USER = "bodycam-ci"  # who the suite's runs are, to the labgrid coordinator
 
 
 @dataclass
@@ -39,7 +42,7 @@ class SuiteRun:
 
 def run_suite(tmp_path: Path, env_file: Path, *args: str, timeout_s: float = 420) -> SuiteRun:
     report = tmp_path / "report.xml"
-    environ = {**os.environ, "LG_BODYCAM_SIM_DIR": str(tmp_path / "bench")}
+    environ = {**os.environ, "LG_BODYCAM_SIM_DIR": str(tmp_path / "bench"), "LG_USERNAME": CI_USER}
     command = [
         sys.executable, "-m", "pytest", "tests/acceptance", "--lg-env", str(env_file),
         "-p", "no:cacheprovider", f"--junitxml={report}", "-o", "junit_family=xunit2", *args,
@@ -86,17 +89,28 @@ def acceptance_tests() -> set[str]:
 
 
 def derived_env(
-    tmp_path: Path, *, drop_drivers: frozenset[str] = frozenset(), **options: object
+    tmp_path: Path,
+    *,
+    drop_drivers: frozenset[str] = frozenset(),
+    coordinator: str | None = None,
+    **options: object,
 ) -> Path:
-    """A copy of the sim environment with some roles removed or options changed."""
-    text = SIM_ENV.read_text()
+    """A copy of the sim environment with some roles removed or options changed.
+
+    With ``coordinator``, the dock port comes from the place ``PLACE`` on that labgrid
+    coordinator (a RemotePlace), as on a shared bench; the other roles stay local.
+    """
     # !template tags are labgrid's: keep them as they are by loading them as plain tagged text.
-    data = yaml.load(text, Loader=_TemplateLoader)
+    data = yaml.load(SIM_ENV.read_text(), Loader=_TemplateLoader)
     target = data["targets"]["main"]
     target["drivers"] = [
         d for d in target["drivers"] if next(iter(d.values()))["name"] not in drop_drivers
     ]
     target["options"].update(options)
+    if coordinator is not None:
+        target["resources"] = [r for r in target["resources"] if "RawSerialPort" not in r]
+        target["resources"].append({"RemotePlace": {"name": PLACE}})
+        data["options"] = {"coordinator_address": coordinator}
     path = tmp_path / "env.yaml"
     path.write_text(yaml.dump(data, Dumper=_TemplateDumper, sort_keys=False))
     return path
@@ -167,15 +181,6 @@ def test_a_camera_that_never_enumerates_fails_with_the_port_and_the_wait(tmp_pat
     assert time.monotonic() - started < 120
 
 
-def _remote_env(tmp_path: Path, coordinator: str) -> Path:
-    path = tmp_path / "remote.yaml"
-    path.write_text(
-        "targets:\n  main:\n    resources:\n      RemotePlace:\n        name: bodycam-bench-1\n"
-        f"options:\n  coordinator_address: {coordinator}\n"
-    )
-    return path
-
-
 def _listening(port: int) -> bool:
     with socket.socket() as probe:
         return probe.connect_ex(("127.0.0.1", port)) == 0
@@ -191,7 +196,8 @@ def _free_port() -> int:
 def test_an_unreachable_coordinator_is_one_clear_error(tmp_path: Path) -> None:
     coordinator = f"127.0.0.1:{_free_port()}"  # nothing listens there
     started = time.monotonic()
-    run = run_suite(tmp_path, _remote_env(tmp_path, coordinator), "-k", "rogue_dock", timeout_s=120)
+    env = derived_env(tmp_path, coordinator=coordinator)
+    run = run_suite(tmp_path, env, "-k", "rogue_dock", timeout_s=120)
     assert run.returncode != 0
     assert list(run.outcomes.values()) == ["error"], run.outcomes
     message = next(iter(run.messages.values()))
@@ -218,32 +224,6 @@ def _server(command: list[str], *, log: Path, ready: Callable[[], bool]) -> Iter
         process.wait(timeout=30)
 
 
-@pytest.fixture
-def coordinator(tmp_path: Path) -> Iterator[str]:
-    """A real labgrid coordinator with the bench's place created but not acquired."""
-    address = f"127.0.0.1:{_free_port()}"
-    tool = Path(sys.executable).parent
-    create = [str(tool / "labgrid-client"), "-x", address, "-p", "bodycam-bench-1", "create"]
-
-    def created() -> bool:
-        return subprocess.run(create, capture_output=True, timeout=30, check=False).returncode == 0
-
-    serve = [str(tool / "labgrid-coordinator"), "--listen", address]
-    with _server(serve, log=tmp_path / "coordinator.log", ready=created):
-        yield address
-
-
-def test_a_place_this_run_has_not_acquired_stops_the_run_with_its_name(
-    tmp_path: Path, coordinator: str
-) -> None:
-    started = time.monotonic()
-    run = run_suite(tmp_path, _remote_env(tmp_path, coordinator), "-k", "rogue_dock", timeout_s=120)
-    assert run.returncode != 0
-    assert "bodycam-bench-1 is not acquired" in run.output, run.output[-3000:]
-    assert "passed" not in run.outcomes.values()
-    assert time.monotonic() - started < 60
-
-
 def _ser2net() -> str:
     found = shutil.which("ser2net") or (
         "/usr/sbin/ser2net" if Path("/usr/sbin/ser2net").exists() else None
@@ -252,43 +232,111 @@ def _ser2net() -> str:
     return found
 
 
-@pytest.fixture
-def exported_dock_port(tmp_path: Path) -> Iterator[int]:
-    """The sim's dock port served over RFC 2217 by ser2net, as a labgrid exporter serves it."""
-    port = _free_port()
-    device = tmp_path / "bench" / "dev" / "bodycam" / "BODYCAM-SIM-0001"
-    # The exporter's own ser2net settings (labgrid/remote/exporter.py, ser2net >= 4.2).
+def _ser2net_command(device: Path, port: int) -> list[str]:
+    # The labgrid exporter's own ser2net settings (labgrid/remote/exporter.py, ser2net >= 4.2).
     config = [
         f"connection: &con01#  accepter: telnet(rfc2217,mode=server),tcp,{port}",
         f"  connector: serialdev(nouucplock=true),{device},115200n81,local",
         "  options:",
         "    max-connections: 10",
     ]
-    command = [_ser2net(), "-d", "-n", *(arg for line in config for arg in ("-Y", line))]
-    with _server(command, log=tmp_path / "ser2net.log", ready=lambda: _listening(port)):
-        yield port
+    return [_ser2net(), "-d", "-n", *(arg for line in config for arg in ("-Y", line))]
 
 
-def test_a_dock_port_exported_over_rfc2217_docks_like_a_local_one(
-    tmp_path: Path, exported_dock_port: int
+@dataclass
+class SharedBench:
+    """A bench shared through a real labgrid coordinator and exporter."""
+
+    coordinator: str
+
+    def client(self, *args: str, user: str = CI_USER) -> subprocess.CompletedProcess[str]:
+        """``labgrid-client -p PLACE ARGS`` as ``user``."""
+        tool = Path(sys.executable).parent / "labgrid-client"
+        return subprocess.run(
+            [str(tool), "-x", self.coordinator, "-p", PLACE, *args],
+            env={**os.environ, "LG_USERNAME": user},
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+
+
+@pytest.fixture
+def shared_bench(tmp_path: Path) -> Iterator[SharedBench]:
+    """The simulator's dock port on a shared bench: ser2net serves it over RFC 2217, an
+    exporter offers it to a coordinator, and the coordinator's place ``PLACE`` matches it.
+
+    labgrid's exporter serves only ``/dev/...`` ports through its own ser2net, so ser2net is
+    started here with the exporter's settings and the exporter offers that network port.
+    """
+    tool = Path(sys.executable).parent
+    ser2net_port, address = _free_port(), f"127.0.0.1:{_free_port()}"
+    device = tmp_path / "bench" / "dev" / "bodycam" / "BODYCAM-SIM-0001"
+    exports = tmp_path / "exporter.yaml"
+    exports.write_text(
+        f"{PLACE}:\n  dock-port:\n    cls: NetworkSerialPort\n    host: 127.0.0.1\n"
+        f"    port: {ser2net_port}\n    protocol: rfc2217\n"
+    )
+    bench = SharedBench(address)
+    coordinator = [str(tool / "labgrid-coordinator"), "--listen", address]
+    exporter = [
+        str(tool / "labgrid-exporter"), "-c", address, "-n", "benchhost",
+        "--hostname", "127.0.0.1", str(exports),
+    ]  # fmt: skip
+
+    def offered() -> bool:
+        return "NetworkSerialPort/dock-port" in bench.client("show").stdout
+
+    with (
+        _server(_ser2net_command(device, ser2net_port), log=tmp_path / "ser2net.log",
+                ready=lambda: _listening(ser2net_port)),
+        _server(coordinator, log=tmp_path / "coordinator.log",
+                ready=lambda: bench.client("create").returncode == 0),
+    ):  # fmt: skip
+        assert bench.client("add-match", f"benchhost/{PLACE}/*").returncode == 0
+        with _server(exporter, log=tmp_path / "exporter.log", ready=offered):
+            yield bench
+
+
+def test_a_shared_bench_runs_the_suite_through_coordinator_exporter_and_rfc2217(
+    tmp_path: Path, shared_bench: SharedBench
 ) -> None:
-    env = derived_env(tmp_path)
-    data = yaml.load(env.read_text(), Loader=_TemplateLoader)
-    resources = data["targets"]["main"]["resources"]
-    index = next(i for i, r in enumerate(resources) if "RawSerialPort" in r)
-    resources[index] = {
-        "NetworkSerialPort": {
-            "name": "dock-port",
-            "host": "127.0.0.1",
-            "port": exported_dock_port,
-            "protocol": "rfc2217",
-        }
-    }
-    env.write_text(yaml.dump(data, Dumper=_TemplateDumper, sort_keys=False))
-    # Garbage, then a whole offload, all through the exported port.
-    run = run_suite(tmp_path, env, "-k", "bad_frames")
+    acquired = shared_bench.client("acquire")
+    assert acquired.returncode == 0, acquired.stderr
+    try:
+        # Garbage, then a whole offload, all through the exported port.
+        run = run_suite(
+            tmp_path,
+            derived_env(tmp_path, coordinator=shared_bench.coordinator),
+            "-k",
+            "bad_frames",
+        )
+    finally:
+        shared_bench.client("release")
     assert run.returncode == 0, run.output[-6000:]
     assert list(run.outcomes.values()) == ["passed"], run.outcomes
+    assert run.properties.get("TARGET_MAIN_REMOTE") == PLACE
+
+
+def test_a_bench_locked_by_another_run_stops_the_run_naming_the_holder(
+    tmp_path: Path, shared_bench: SharedBench
+) -> None:
+    acquired = shared_bench.client("acquire", user="other-ci")
+    assert acquired.returncode == 0, acquired.stderr
+    started = time.monotonic()
+    run = run_suite(
+        tmp_path,
+        derived_env(tmp_path, coordinator=shared_bench.coordinator),
+        "-k",
+        "rogue_dock",
+        timeout_s=120,
+    )
+    assert run.returncode != 0
+    assert list(run.outcomes.values()) == ["error"], run.outcomes
+    message = next(iter(run.messages.values()))
+    assert f"place {PLACE} is not acquired by your user, acquired by other-ci" in message
+    assert time.monotonic() - started < 60
 
 
 def test_an_env_naming_an_unset_variable_is_a_usage_error_not_a_traceback() -> None:
