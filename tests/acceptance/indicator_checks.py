@@ -150,8 +150,3 @@ def check_recording_indicators(
     if late:
         problems.append(f"red LED still blinking after the stop beep: {late}")
     return problems
-
-
-def outputs_seen(edges: Edges) -> set[str]:
-    """Which outputs changed at least once (a channel wired to nothing never does)."""
-    return {name for name, line in edges.items() if len(line) > 1 or any(on for _, on in line)}

@@ -38,11 +38,11 @@ class SimRig:
 
     timing_tolerance_s = 0.08  # a shared CI machine's scheduling jitter, with margin
 
-    def __init__(self, directory: Path, timeouts: RigTimeouts | None = None) -> None:
+    def __init__(self, directory: Path) -> None:
         self.camera = SimulatedCamera(directory)
         self.identity = self.camera.identity
         self.config: Config = load_config(self.camera.config_path)
-        self.timeouts = timeouts or RigTimeouts(boot_s=20.0, enumerate_s=10.0)
+        self.timeouts = RigTimeouts(boot_s=20.0, enumerate_s=10.0)
         self.name = f"simulator ({directory})"
 
     def set_button(self, pressed: bool) -> None:
