@@ -59,19 +59,25 @@ class Rfc2217Link:
     def name(self) -> str:
         return self._name
 
+    def _deliver(self, data: bytes) -> bool:
+        try:
+            self._loop.call_soon_threadsafe(self._queue.put_nowait, data)
+        except RuntimeError:  # the loop is closed: nobody will read any more
+            return False
+        return True
+
     def _read_loop(self) -> None:
         try:
             while not self._closed.is_set():
                 data = self._serial.read(max(1, min(self._serial.in_waiting, READ_SIZE)))
-                if data:
-                    self._loop.call_soon_threadsafe(self._queue.put_nowait, bytes(data))
+                if data and not self._deliver(bytes(data)):
+                    return
         except (serial.SerialException, OSError, AttributeError) as exc:
             # AttributeError: pyserial's client drops its socket when closed under a read.
             if not self._closed.is_set():
                 log.info("%s: connection ended: %s", self._name, exc)
         finally:
-            with contextlib.suppress(RuntimeError):  # the loop may be gone at shutdown
-                self._loop.call_soon_threadsafe(self._queue.put_nowait, _CLOSED)
+            self._deliver(_CLOSED)
 
     async def read(self) -> bytes:
         if self._ended:
