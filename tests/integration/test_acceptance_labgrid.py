@@ -10,20 +10,19 @@ and a bad env file are each one clear line, quickly.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import shutil
-import socket
 import subprocess
 import sys
 import time
 import xml.etree.ElementTree as ET
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import yaml
+
+from tests.server_process import free_port, listening, ser2net_command, server
 
 REPO = Path(__file__).resolve().parents[2]
 SIM_ENV = REPO / "tests" / "acceptance" / "envs" / "sim.yaml"
@@ -181,20 +180,8 @@ def test_a_camera_that_never_enumerates_fails_with_the_port_and_the_wait(tmp_pat
     assert time.monotonic() - started < 120
 
 
-def _listening(port: int) -> bool:
-    with socket.socket() as probe:
-        return probe.connect_ex(("127.0.0.1", port)) == 0
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 def test_an_unreachable_coordinator_is_one_clear_error(tmp_path: Path) -> None:
-    coordinator = f"127.0.0.1:{_free_port()}"  # nothing listens there
+    coordinator = f"127.0.0.1:{free_port()}"  # nothing listens there
     started = time.monotonic()
     env = derived_env(tmp_path, coordinator=coordinator)
     run = run_suite(tmp_path, env, "-k", "rogue_dock", timeout_s=120)
@@ -205,42 +192,6 @@ def test_an_unreachable_coordinator_is_one_clear_error(tmp_path: Path) -> None:
     assert "Could not connect to coordinator" in message
     assert "Traceback" not in message
     assert time.monotonic() - started < 60
-
-
-@contextlib.contextmanager
-def _server(command: list[str], *, log: Path, ready: Callable[[], bool]) -> Iterator[None]:
-    """A helper server process, running until the block ends; its log explains a failed start."""
-    with log.open("wb") as sink:
-        process = subprocess.Popen(command, cwd=log.parent, stdout=sink, stderr=sink)
-    try:
-        deadline = time.monotonic() + 30
-        while not ready():
-            assert process.poll() is None, log.read_text()
-            assert time.monotonic() < deadline, log.read_text()
-            time.sleep(0.1)
-        yield
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
-
-
-def _ser2net() -> str:
-    found = shutil.which("ser2net") or (
-        "/usr/sbin/ser2net" if Path("/usr/sbin/ser2net").exists() else None
-    )
-    assert found, "ser2net is not installed (./dev test installs it)"
-    return found
-
-
-def _ser2net_command(device: Path, port: int) -> list[str]:
-    # The labgrid exporter's own ser2net settings (labgrid/remote/exporter.py, ser2net >= 4.2).
-    config = [
-        f"connection: &con01#  accepter: telnet(rfc2217,mode=server),tcp,{port}",
-        f"  connector: serialdev(nouucplock=true),{device},115200n81,local",
-        "  options:",
-        "    max-connections: 10",
-    ]
-    return [_ser2net(), "-d", "-n", *(arg for line in config for arg in ("-Y", line))]
 
 
 @dataclass
@@ -271,7 +222,7 @@ def shared_bench(tmp_path: Path) -> Iterator[SharedBench]:
     started here with the exporter's settings and the exporter offers that network port.
     """
     tool = Path(sys.executable).parent
-    ser2net_port, address = _free_port(), f"127.0.0.1:{_free_port()}"
+    ser2net_port, address = free_port(), f"127.0.0.1:{free_port()}"
     device = tmp_path / "bench" / "dev" / "bodycam" / "BODYCAM-SIM-0001"
     exports = tmp_path / "exporter.yaml"
     exports.write_text(
@@ -289,13 +240,13 @@ def shared_bench(tmp_path: Path) -> Iterator[SharedBench]:
         return "NetworkSerialPort/dock-port" in bench.client("show").stdout
 
     with (
-        _server(_ser2net_command(device, ser2net_port), log=tmp_path / "ser2net.log",
-                ready=lambda: _listening(ser2net_port)),
-        _server(coordinator, log=tmp_path / "coordinator.log",
+        server(ser2net_command(device, ser2net_port), log=tmp_path / "ser2net.log",
+                ready=lambda: listening(ser2net_port)),
+        server(coordinator, log=tmp_path / "coordinator.log",
                 ready=lambda: bench.client("create").returncode == 0),
     ):  # fmt: skip
         assert bench.client("add-match", f"benchhost/{PLACE}/*").returncode == 0
-        with _server(exporter, log=tmp_path / "exporter.log", ready=offered):
+        with server(exporter, log=tmp_path / "exporter.log", ready=offered):
             yield bench
 
 
