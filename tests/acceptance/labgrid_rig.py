@@ -97,6 +97,12 @@ class LabgridRig:
         def option(key: str, default: object = None) -> Any:
             return env.config.get_target_option(target.name, key, default)
 
+        def seconds(key: str, default: float) -> float:
+            value = option(key, default)
+            if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+                raise RigError(f"{config_file}: {key} must be a positive number, not {value!r}")
+            return float(value)
+
         missing = [key for key in _REQUIRED_OPTIONS if option(key) is None]
         if missing:
             raise RigError(
@@ -115,11 +121,11 @@ class LabgridRig:
         except (ConfigError, OSError) as exc:
             raise RigError(f"{config_file}: bodycam_config {config_path}: {exc}") from exc
         self.timeouts = RigTimeouts(
-            boot_s=float(option("bodycam_boot_s", 90.0)),
-            enumerate_s=float(option("bodycam_enumerate_s", 30.0)),
-            session_s=float(option("bodycam_session_s", 240.0)),
+            boot_s=seconds("bodycam_boot_s", 90.0),
+            enumerate_s=seconds("bodycam_enumerate_s", 30.0),
+            session_s=seconds("bodycam_session_s", 240.0),
         )
-        self.timing_tolerance_s = float(option("bodycam_timing_tolerance_s", 0.05))
+        self.timing_tolerance_s = seconds("bodycam_timing_tolerance_s", 0.05)
         self._samplerate = str(option("bodycam_probe_samplerate", "50k"))
         self._workdir = Path(tempfile.mkdtemp(prefix="bodycam-bench-"))
 

@@ -101,3 +101,28 @@ targets:
             rig.set_button(True)
     finally:
         env.cleanup()
+
+
+def test_an_option_that_is_not_a_time_is_named(tmp_path: Path) -> None:
+    (tmp_path / "camera.toml").write_text("")
+    (tmp_path / "bench.yaml").write_text(
+        """
+targets:
+  main:
+    resources: []
+    options:
+      bodycam_device_id: CAM-0042
+      bodycam_device_pub: CAM-0042.pub
+      bodycam_authority_key: authority.key
+      bodycam_config: camera.toml
+      bodycam_boot_s: ninety
+"""
+    )
+    env = Environment(config_file=str(tmp_path / "bench.yaml"))
+    try:
+        with pytest.raises(
+            RigError, match="bodycam_boot_s must be a positive number, not 'ninety'"
+        ):
+            LabgridRig(env, open_target(env))
+    finally:
+        env.cleanup()
