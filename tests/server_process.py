@@ -1,26 +1,20 @@
-"""Helper servers for tests: free ports, waiting for a server, ser2net as labgrid runs it."""
+"""Helper servers for tests: waiting for a server to listen, ser2net as labgrid runs it."""
 
 from __future__ import annotations
 
 import contextlib
-import shutil
 import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from tests.unit.systemd_helpers import require_tool
+
 
 def listening(port: int) -> bool:
     with socket.socket() as probe:
         return probe.connect_ex(("127.0.0.1", port)) == 0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @contextlib.contextmanager
@@ -40,14 +34,6 @@ def server(command: list[str], *, log: Path, ready: Callable[[], bool]) -> Itera
         process.wait(timeout=30)
 
 
-def ser2net_path() -> str:
-    found = shutil.which("ser2net") or (
-        "/usr/sbin/ser2net" if Path("/usr/sbin/ser2net").exists() else None
-    )
-    assert found, "ser2net is not installed (./dev test installs it)"
-    return found
-
-
 def ser2net_command(device: Path, port: int) -> list[str]:
     # The labgrid exporter's own ser2net settings (labgrid/remote/exporter.py, ser2net >= 4.2).
     config = [
@@ -56,4 +42,9 @@ def ser2net_command(device: Path, port: int) -> list[str]:
         "  options:",
         "    max-connections: 10",
     ]
-    return [ser2net_path(), "-d", "-n", *(arg for line in config for arg in ("-Y", line))]
+    return [
+        require_tool("ser2net", "ser2net"),
+        "-d",
+        "-n",
+        *(arg for line in config for arg in ("-Y", line)),
+    ]

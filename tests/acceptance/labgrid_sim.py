@@ -27,8 +27,9 @@ from labgrid.factory import target_factory
 from labgrid.protocol import DigitalOutputProtocol, PowerProtocol
 from labgrid.resource.common import Resource
 
-from tests.acceptance.rig import OUTPUTS
+from tests.acceptance.rig import Edges
 from tests.acceptance.sim_camera import SimulatedCamera
+from tests.acceptance.sim_rig import SimIndicatorWatch
 
 
 @target_factory.reg_resource
@@ -124,31 +125,30 @@ class BodycamSimProbeDriver(Driver):  # type: ignore[misc]
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
-        self._start: dict[str, Any] | None = None
+        self._watch: SimIndicatorWatch | None = None
 
     @Driver.check_active  # type: ignore[untyped-decorator]
     def capture(self, filename: str, samplerate: str = "200k") -> None:
         del filename, samplerate  # nothing is sampled: the simulated pins keep their changes
-        self._start = _camera(self).act({"do": "outputs"})
+        self._watch = SimIndicatorWatch(_camera(self))
 
     @Driver.check_active  # type: ignore[untyped-decorator]
     def stop(self) -> list[dict[str, str]]:
-        if self._start is None:
+        if self._watch is None:
             raise RuntimeError("stop without capture")
-        start, self._start = self._start, None
-        t0 = float(start["t"])
-        reply = _camera(self).act({"do": "output_edges", "since": t0})
-        state = {name: bool(start[name]) for name in OUTPUTS}
-        changes = sorted(
-            (float(t), name, bool(on)) for name, line in reply["edges"].items() for t, on in line
-        )
-        # One row per change, like sigrok's rows but only where something changed.
-        rows = [_row(0.0, state)]
-        for t, name, on in changes:
-            state[name] = on
-            rows.append(_row(t - t0, state))
-        rows.append(_row(float(reply["t"]) - t0, state))
-        return rows
+        watch, self._watch = self._watch, None
+        return _rows(watch.stop())
+
+
+def _rows(edges: Edges) -> list[dict[str, str]]:
+    """The edges as sigrok's CSV rows, but one per change rather than one per sample."""
+    state = {name: line[0][1] for name, line in edges.items()}
+    changes = sorted((t, name, on) for name, line in edges.items() for t, on in line[1:])
+    rows = [_row(0.0, state)]
+    for t, name, on in changes:
+        state[name] = on
+        rows.append(_row(t, state))
+    return rows
 
 
 def _row(t: float, state: dict[str, bool]) -> dict[str, str]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from bodycam.daemon.config import Config, load_config
-from tests.acceptance.rig import Edges, RigTimeouts
+from tests.acceptance.rig import OUTPUTS, Edges, RigTimeouts
 from tests.acceptance.sim_camera import SimulatedCamera
 
 
@@ -21,7 +21,7 @@ class SimIndicatorWatch:
         self._camera = camera
         start = camera.act({"do": "outputs"})
         self._t0 = float(start["t"])
-        self._initial = {name: bool(start[name]) for name in ("red", "green", "beeper")}
+        self._initial = {name: bool(start[name]) for name in OUTPUTS}
 
     def stop(self) -> Edges:
         reply = self._camera.act({"do": "output_edges", "since": self._t0})

@@ -22,7 +22,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.server_process import free_port, listening, ser2net_command, server
+from bodycam.sim.broker import free_port
+from tests.server_process import listening, ser2net_command, server
 
 REPO = Path(__file__).resolve().parents[2]
 SIM_ENV = REPO / "tests" / "acceptance" / "envs" / "sim.yaml"

@@ -39,8 +39,11 @@ HOST_UNIT_DIRS = (Path("/usr/lib/systemd/system"), Path("/lib/systemd/system"))
 
 
 def require_tool(name: str, package: str = "systemd") -> str:
-    """The tool's path, or a failed test saying how CI gets it (never a skip)."""
-    path = shutil.which(name)
+    """The tool's path, or a failed test saying how CI gets it (never a skip).
+
+    Daemons such as ser2net install into sbin, which a CI user's PATH often lacks.
+    """
+    path = shutil.which(name) or shutil.which(name, path="/usr/sbin:/sbin")
     if path is None:
         pytest.fail(f"{name} not found: ./dev test installs the {package} package", pytrace=False)
     return path

@@ -18,9 +18,10 @@ import pytest
 
 from bodycam.drivers.interfaces import LinkClosedError
 from bodycam.drivers.serial_link import FdLink, PtyPair, open_pty_pair
+from bodycam.sim.broker import free_port
 from tests.acceptance.rfc2217_link import Rfc2217Link
 from tests.link_checks import assert_closed, exchange, read_exactly
-from tests.server_process import free_port, listening, ser2net_command, server
+from tests.server_process import listening, ser2net_command, server
 
 TIMEOUT = 10.0
 
