@@ -32,6 +32,18 @@ def hold_to_stop(rig: CameraRig) -> None:
         rig.set_button(False)
 
 
+def record_clip(rig: CameraRig, *, seconds: float = 2.0) -> None:
+    """Record one short clip with the record button, and wait for it to close.
+
+    Raises:
+        MissingPart: The rig cannot press the button.
+    """
+    double_press(rig)
+    time.sleep(seconds)
+    hold_to_stop(rig)
+    time.sleep(rig.config.buttons.double_press_s + 0.5)  # the clip closes
+
+
 def watch_for(rig: CameraRig, seconds: float) -> Edges:
     """Capture the outputs for ``seconds``."""
     watch = rig.watch_indicators()

@@ -7,24 +7,16 @@ from pathlib import Path
 
 from bodycam.daemon.evidence.keys import generate_device_key, load_device_public_key
 from bodycam.daemon.evidence.verify import verify_clip
-from tests.acceptance.gestures import double_press, hold_to_stop
+from tests.acceptance.gestures import record_clip
 from tests.acceptance.reference_dock import ReferenceDock
 from tests.acceptance.rig import CameraRig, needs_part
-
-
-def record_clips(rig: CameraRig, count: int, *, seconds: float = 2.0) -> None:
-    """Record ``count`` short clips with the record button."""
-    for _ in range(count):
-        needs_part(lambda: double_press(rig))
-        time.sleep(seconds)
-        hold_to_stop(rig)
-        time.sleep(rig.config.buttons.double_press_s + 0.5)  # the clip closes
 
 
 def test_dock_offloads_verifies_commits_and_frees_the_camera(
     rig: CameraRig, tmp_path: Path
 ) -> None:
-    record_clips(rig, 2)
+    for _ in range(2):
+        needs_part(lambda: record_clip(rig))
     dock = ReferenceDock(
         tmp_path, rig.identity, rig.identity.authority_key, session_s=rig.timeouts.session_s
     )
@@ -45,7 +37,7 @@ def test_dock_offloads_verifies_commits_and_frees_the_camera(
 
 
 def test_rogue_dock_gets_no_footage(rig: CameraRig, tmp_path: Path) -> None:
-    record_clips(rig, 1)
+    needs_part(lambda: record_clip(rig))
     port = needs_part(rig.dock)
     rogue_authority = tmp_path / "rogue-force" / "authority.key"
     generate_device_key(rogue_authority)

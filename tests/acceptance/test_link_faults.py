@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import random
 import struct
-import time
 from pathlib import Path
 
 from bodycam.drivers.link.frame import (
@@ -16,7 +15,7 @@ from bodycam.drivers.link.frame import (
     frame_bytes,
 )
 from bodycam.drivers.link.messages import FileKind, ListClips, MsgType, Read, encode_message
-from tests.acceptance.gestures import double_press, hold_to_stop
+from tests.acceptance.gestures import record_clip
 from tests.acceptance.reference_dock import ReferenceDock, open_dock_link
 from tests.acceptance.rig import CameraRig, needs_part
 
@@ -70,9 +69,7 @@ async def _spray(port: str, listen_s: float) -> list[int]:
 
 
 def test_bad_frames_get_nothing_and_the_camera_still_docks(rig: CameraRig, tmp_path: Path) -> None:
-    needs_part(lambda: double_press(rig))
-    time.sleep(2.0)
-    hold_to_stop(rig)
+    needs_part(lambda: record_clip(rig))
     port = needs_part(rig.dock)
     replies = asyncio.run(_spray(port, listen_s=2.0))
     assert MsgType.LIST_REPLY not in replies

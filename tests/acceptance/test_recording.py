@@ -7,7 +7,7 @@ from pathlib import Path
 
 from bodycam.daemon.evidence.keys import load_device_public_key
 from bodycam.daemon.evidence.verify import verify_clip
-from tests.acceptance.gestures import double_press, hold_to_stop
+from tests.acceptance.gestures import double_press, hold_to_stop, record_clip
 from tests.acceptance.indicator_checks import check_recording_indicators
 from tests.acceptance.reference_dock import ReferenceDock
 from tests.acceptance.rig import CameraRig, needs_part
@@ -18,9 +18,7 @@ def test_clip_starts_with_the_pre_event_buffer(rig: CameraRig, tmp_path: Path) -
     needs_part(lambda: rig.set_button(False))
     # The camera buffers while it waits; what happened before the press is in the clip.
     time.sleep(cfg.recording.pre_event_s + 1.0)
-    double_press(rig)
-    time.sleep(2.0)
-    hold_to_stop(rig)
+    record_clip(rig)
 
     dock = ReferenceDock(
         tmp_path, rig.identity, rig.identity.authority_key, session_s=rig.timeouts.session_s
