@@ -192,16 +192,16 @@ class LabgridRig:
     def _await_local_path(self, port: Any) -> str:
         within = self.timeouts.enumerate_s
         deadline = time.monotonic() + within
-        path = str(port.port) if port.port else ""
-        while not (path and os.access(path, os.R_OK | os.W_OK)):
+        while True:
+            path = str(port.port) if port.port else ""
+            if path and os.access(path, os.R_OK | os.W_OK):
+                return path
             if time.monotonic() > deadline:
                 raise RigError(
                     f"{self.name}: the camera never enumerated on the dock host: "
                     f"{path or 'dock-port'} missing or not accessible {within:.0f} s after docking"
                 )
             time.sleep(0.05)
-            path = str(port.port) if port.port else ""
-        return path
 
     def undock(self) -> None:
         self._driver("PowerProtocol", "dock").off()
