@@ -40,13 +40,13 @@ from bodycam.daemon.evidence.keys import (
     load_force_public_key,
 )
 from bodycam.daemon.evidence.writer import ClipInfo, ClipWriter
+from bodycam.dock.agent import DockAgent, DockReport, Progress
+from bodycam.dock.store import DockStore
 from bodycam.drivers.interfaces import ByteLink, LinkClosedError, VideoFormat
 from bodycam.drivers.link.endpoint import DEFAULT_WINDOW, Responder
 from bodycam.drivers.link.frame import CHUNK_SIZE
 from bodycam.drivers.link.messages import Status
 from bodycam.drivers.serial_link import FdLink, open_pty_pair, open_serial
-from bodycam.sim.dock.agent import DockAgent, DockReport, Progress
-from bodycam.sim.dock.store import DockStore
 from bodycam.sim.faulty_cable import FaultyCable
 
 DEVICE_ID = "BENCH-CAM-01"

@@ -20,7 +20,6 @@ from bodycam.daemon.config import DEFAULT_CONFIG_PATH, ConfigError, load_config
 from bodycam.daemon.dock.policy import PolicyError
 from bodycam.daemon.evidence.errors import EvidenceError
 from bodycam.drivers.interfaces import HardwareError
-from bodycam.sim.dock.store import StoreError
 
 log = logging.getLogger("bodycam")
 
@@ -210,8 +209,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", type=Path, required=True, help="directory to write it to")
     p.set_defaults(func=_cmd_policy)
 
-    from bodycam.sim.dock.cli import add_dock_parser
-    from bodycam.sim.dock.store_cli import add_store_parser
+    from bodycam.dock.cli import add_dock_parser
+    from bodycam.dock.store_cli import add_store_parser
 
     add_dock_parser(sub)
     add_store_parser(sub)
@@ -228,9 +227,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         code: int = args.func(args)
-    except (ConfigError, EvidenceError, HardwareError, PolicyError, StoreError) as exc:
+    except (ConfigError, EvidenceError, HardwareError, PolicyError) as exc:
         print(f"bodycam: error: {exc}", file=sys.stderr)
-        return EXIT_FAILED if isinstance(exc, EvidenceError | StoreError) else EXIT_USAGE
+        return EXIT_FAILED if isinstance(exc, EvidenceError) else EXIT_USAGE
     except OSError as exc:
         where = f" ({exc.filename})" if exc.filename else ""
         print(f"bodycam: error: {exc.strerror or exc}{where}", file=sys.stderr)

@@ -16,11 +16,11 @@ from pathlib import Path
 from bodycam.daemon.config import Config
 from bodycam.daemon.dock.auth import DockIdentity, create_dock_identity, load_dock_identity
 from bodycam.daemon.evidence.keys import generate_device_key
+from bodycam.dock.agent import DockAgent, DockReport, Progress
+from bodycam.dock.store import DockStore
 from bodycam.drivers.serial_link import open_serial
 from bodycam.sim.actions import perform
 from bodycam.sim.board import SimBoard
-from bodycam.sim.dock.agent import DockAgent, DockReport, Progress
-from bodycam.sim.dock.store import DockStore
 
 DOCK_ID = "DOCK-SIM-01"
 

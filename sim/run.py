@@ -28,10 +28,10 @@ from bodycam.daemon.evidence.keys import (
 )
 from bodycam.daemon.evidence.store import list_clips
 from bodycam.daemon.evidence.verify import verify_path
+from bodycam.dock.agent import DockReport
+from bodycam.dock.cli import print_report
 from bodycam.sim.actions import ActionError, perform
 from bodycam.sim.board import SimBoard, build_sim_board
-from bodycam.sim.dock.agent import DockReport
-from bodycam.sim.dock.cli import print_report
 from bodycam.sim.docking import DockSetup, dock_and_offload, prepare_authority, prepare_dock
 from bodycam.sim.scenario import Scenario, load_scenario
 from bodycam.sim.view import LiveView

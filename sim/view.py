@@ -13,8 +13,8 @@ from collections import deque
 from typing import TextIO
 
 from bodycam.daemon.status import DeviceStatus
+from bodycam.dock.agent import DockReport, Progress
 from bodycam.sim.board import SimBoard
-from bodycam.sim.dock.agent import DockReport, Progress
 
 _RED, _GREEN, _DIM, _BOLD, _RESET = "\033[31m", "\033[32m", "\033[2m", "\033[1m", "\033[0m"
 

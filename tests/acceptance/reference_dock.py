@@ -8,10 +8,10 @@ from pathlib import Path
 from bodycam.daemon.dock.auth import create_dock_identity, load_dock_identity
 from bodycam.daemon.evidence.manifest import load_manifest
 from bodycam.daemon.evidence.schema import Manifest
+from bodycam.dock.agent import DockAgent, DockReport
+from bodycam.dock.store import DockStore, StoredClip
 from bodycam.drivers.interfaces import ByteLink
 from bodycam.drivers.serial_link import open_serial
-from bodycam.sim.dock.agent import DockAgent, DockReport
-from bodycam.sim.dock.store import DockStore, StoredClip
 from tests.acceptance.rfc2217_link import Rfc2217Link
 from tests.acceptance.rig import CameraIdentity
 

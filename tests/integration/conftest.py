@@ -21,10 +21,10 @@ from bodycam.daemon.config import Config, load_config
 from bodycam.daemon.device import Device
 from bodycam.daemon.evidence.export import export_clip
 from bodycam.daemon.evidence.keys import load_force_private_key
+from bodycam.dock.agent import DockAgent, DockReport
 from bodycam.drivers.serial_link import FdLink, open_pty_pair, open_serial
 from bodycam.sim.actions import perform
 from bodycam.sim.board import SimBoard, build_sim_board
-from bodycam.sim.dock.agent import DockAgent, DockReport
 from bodycam.sim.faulty_cable import CableStats, FaultyCable
 from bodycam.sim.run import prepare_keys
 from bodycam.sim.scene import read_frame_counter

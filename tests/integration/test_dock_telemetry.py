@@ -9,10 +9,10 @@ from typing import Any
 
 from bodycam.daemon.evidence.store import list_clips
 from bodycam.daemon.telemetry import DockTopics, Telemetry
+from bodycam.dock.agent import DockAgent
+from bodycam.dock.cli import run_bay
+from bodycam.dock.telemetry import DockTelemetry, bay_name
 from bodycam.sim.broker import LocalMosquitto
-from bodycam.sim.dock.agent import DockAgent
-from bodycam.sim.dock.cli import run_bay
-from bodycam.sim.dock.telemetry import DockTelemetry, bay_name
 from bodycam.sim.docking import DOCK_ID, prepare_dock
 from tests.integration.conftest import RECORD_TWO_CLIPS, SimRig, flip_a_byte, running_camera
 from tests.mqtt_fixtures import broker, fast_settings, retained, subscribed

@@ -6,8 +6,8 @@ from pathlib import Path
 
 from bodycam.daemon.evidence.store import list_clips
 from bodycam.daemon.evidence.verify import verify_clip
+from bodycam.dock.agent import DockAgent
 from bodycam.drivers.serial_link import open_serial
-from bodycam.sim.dock.agent import DockAgent
 from bodycam.sim.docking import prepare_dock
 from tests.integration.conftest import RECORD_TWO_CLIPS, SimRig, running_camera
 

@@ -9,7 +9,7 @@ import pytest
 
 from bodycam.daemon.evidence.store import list_clips
 from bodycam.daemon.evidence.verify import verify_clip
-from bodycam.sim.dock.agent import DockAgent
+from bodycam.dock.agent import DockAgent
 from bodycam.sim.docking import prepare_dock
 from tests.integration.conftest import (
     RECORD_TWO_CLIPS,

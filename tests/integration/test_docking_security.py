@@ -10,10 +10,10 @@ import pytest
 from bodycam.daemon.dock.auth import DockIdentity, create_dock_identity, load_dock_identity
 from bodycam.daemon.evidence.keys import generate_device_key
 from bodycam.daemon.evidence.store import list_clips
+from bodycam.dock.agent import DockAgent
 from bodycam.drivers.link.endpoint import RemoteError, Requester
 from bodycam.drivers.link.messages import ErrorCode, FileKind, ListClips, Read
 from bodycam.drivers.serial_link import open_serial
-from bodycam.sim.dock.agent import DockAgent
 from bodycam.sim.docking import prepare_dock
 from tests.integration.conftest import RECORD_TWO_CLIPS, SimRig, flip_a_byte, running_camera
 

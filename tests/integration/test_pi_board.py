@@ -27,10 +27,10 @@ from bodycam.daemon.evidence.keys import (
     load_device_public_key,
 )
 from bodycam.daemon.evidence.verify import verify_path
+from bodycam.dock.agent import DockAgent
 from bodycam.drivers.interfaces import Board
 from bodycam.drivers.pi import PiPaths, build_pi_board
 from bodycam.drivers.serial_link import FdLink, PtyPair, open_pty_pair
-from bodycam.sim.dock.agent import DockAgent
 from bodycam.sim.docking import prepare_authority, prepare_dock
 from tests.fakes.picamera2_fixture import FakeWorld, install_fake_picamera2
 from tests.fakes.sysfs import FakePowerSupply, FakeUdc

@@ -16,8 +16,8 @@ from cryptography.hazmat.primitives.serialization import (
 )
 
 from bodycam.daemon.evidence.verify import verify_clip
+from bodycam.dock.store import DockStore
 from bodycam.drivers.interfaces import VideoFormat
-from bodycam.sim.dock.store import DockStore
 from tests.unit.evidence_helpers import (
     END,
     FIRST_TIMESTAMP_US,

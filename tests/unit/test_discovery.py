@@ -14,15 +14,15 @@ import pytest
 import usb.backend.libusb1
 import usb.core
 
-from bodycam.drivers.interfaces import HardwareError
-from bodycam.sim.dock import discovery
-from bodycam.sim.dock.discovery import (
+from bodycam.dock import discovery
+from bodycam.dock.discovery import (
     DEFAULT_PRODUCT_ID,
     DEFAULT_VENDOR_ID,
     DockedCamera,
     find_cameras,
     watch_cameras,
 )
+from bodycam.drivers.interfaces import HardwareError
 
 STRING_DESCRIPTOR = 3
 GET_DESCRIPTOR = 0x06

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from bodycam.sim.dock.custody import GENESIS, CustodyLog, scan_log
-from bodycam.sim.dock.store import StoreError
+from bodycam.dock.custody import GENESIS, CustodyLog, scan_log
+from bodycam.dock.store import StoreError
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "dock-store.md"
 CLIP = "00112233445566778899aabbccddeeff"

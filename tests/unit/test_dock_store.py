@@ -12,7 +12,7 @@ from bodycam.daemon.evidence.errors import EvidenceError
 from bodycam.daemon.evidence.keys import generate_device_key
 from bodycam.daemon.evidence.schema import format_utc
 from bodycam.daemon.evidence.verify import verify_clip
-from bodycam.sim.dock.store import DockStore, StoreError
+from bodycam.dock.store import DockStore, StoreError
 from tests.unit.dock_helpers import (
     DEVICE,
     T0,

@@ -17,8 +17,8 @@ from bodycam.daemon.evidence.errors import EvidenceError
 from bodycam.daemon.evidence.keys import generate_device_key, generate_force_keypair
 from bodycam.daemon.install import install, wanted_by
 from bodycam.daemon.provision import provision
+from bodycam.dock.store import DockStore
 from bodycam.drivers import usb_gadget
-from bodycam.sim.dock.store import DockStore
 from tests.fakes.sysfs import FakeConfigfs, FakeUdc
 
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from bodycam.sim.dock.store import DockStore, StoreError
-from bodycam.sim.dock.store_cli import add_store_parser, default_user
+from bodycam.dock.store import DockStore, StoreError
+from bodycam.dock.store_cli import add_store_parser, default_user
 from tests.unit.dock_helpers import (
     DEVICE,
     T0,

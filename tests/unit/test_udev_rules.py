@@ -4,7 +4,7 @@ Every key and operator must be one udev accepts in that position, every GOTO mus
 LABEL further down, and every GROUP must exist (made by the sysusers files, or standard). A
 small evaluator then plays the rules for the devices they are written for (a docked camera's
 ACM tty and USB node, the camera's gadget tty) and for near misses, so the dock rule is tested
-against the ids in bodycam.sim.dock.discovery rather than against its own text. Where udevadm
+against the ids in bodycam.dock.discovery rather than against its own text. Where udevadm
 is installed and a user+mount namespace may be made, udev's own parser reads the files too.
 Running the rules against real devices (``udevadm test``) needs them in sysfs: the bench's job.
 """
@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from bodycam.sim.dock.discovery import DEFAULT_PRODUCT_ID, DEFAULT_VENDOR_ID
+from bodycam.dock.discovery import DEFAULT_PRODUCT_ID, DEFAULT_VENDOR_ID
 from tests.unit.systemd_helpers import (
     SYSTEMD_DIR,
     SYSUSERS_FILES,

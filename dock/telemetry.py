@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from bodycam.daemon.telemetry import DockTopics, Telemetry
-from bodycam.sim.dock.agent import DockReport, Progress
+from bodycam.dock.agent import DockReport, Progress
 
 
 def bay_name(port: str) -> str:

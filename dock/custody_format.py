@@ -1,7 +1,7 @@
 """The custody log's bytes and meaning: the line format, its chain, and each clip's state.
 
 No file access here (bytes in; entries, problems and clip states out), so the format can be
-checked, and tested, apart from the durability and locking of :mod:`bodycam.sim.dock.custody`.
+checked, and tested, apart from the durability and locking of :mod:`bodycam.dock.custody`.
 ``docs/dock-store.md`` is the specification.
 """
 

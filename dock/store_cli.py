@@ -15,8 +15,8 @@ import logging
 from pathlib import Path
 
 from bodycam.daemon.evidence.schema import format_utc, parse_utc
-from bodycam.sim.dock.custody import scan_log
-from bodycam.sim.dock.store import CUSTODY_NAME, PREFIX_RE, DockStore, StoredClip, StoreError
+from bodycam.dock.custody import scan_log
+from bodycam.dock.store import CUSTODY_NAME, PREFIX_RE, DockStore, StoredClip, StoreError
 
 _log = logging.getLogger(__name__)
 

@@ -25,7 +25,7 @@ from typing import Any, ClassVar, NoReturn
 
 from bodycam.daemon.evidence.fsio import fsync_dir, write_file_durably
 from bodycam.daemon.evidence.schema import canonical_json, format_utc
-from bodycam.sim.dock.custody_format import (
+from bodycam.dock.custody_format import (
     EVENTS,
     GENESIS,
     BadLineError,
@@ -47,7 +47,7 @@ __all__ = ["GENESIS", "CustodyEntry", "CustodyLog", "LogScan", "scan_log"]
 
 def _fail(message: str) -> NoReturn:
     # store.py defines StoreError and imports this module, so it is fetched when needed.
-    from bodycam.sim.dock.store import StoreError
+    from bodycam.dock.store import StoreError
 
     raise StoreError(message)
 

@@ -25,11 +25,11 @@ from bodycam.daemon.telemetry import (
     parse_broker_url,
 )
 from bodycam.daemon.telemetry.settings import read_password_file
+from bodycam.dock.agent import DockAgent, DockReport
+from bodycam.dock.store import DockStore
+from bodycam.dock.telemetry import DockTelemetry
 from bodycam.drivers.interfaces import ByteLink, LinkClosedError
 from bodycam.drivers.serial_link import open_serial
-from bodycam.sim.dock.agent import DockAgent, DockReport
-from bodycam.sim.dock.store import DockStore
-from bodycam.sim.dock.telemetry import DockTelemetry
 
 _log = logging.getLogger(__name__)
 
@@ -183,7 +183,7 @@ async def _serve_bays(
 
     print(f"bodycam dock {identity.dock_id}: store {store.root}")
     if args.watch:
-        from bodycam.sim.dock.discovery import DockedCamera, watch_cameras
+        from bodycam.dock.discovery import DockedCamera, watch_cameras
 
         bays: dict[str, asyncio.Task[list[DockReport]]] = {}
 

@@ -25,10 +25,10 @@ from bodycam.daemon.evidence.fsio import fsync_dir, write_file_durably
 from bodycam.daemon.evidence.keys import load_device_public_key
 from bodycam.daemon.evidence.manifest import load_manifest
 from bodycam.daemon.evidence.schema import format_utc, parse_utc
-from bodycam.sim.dock import store_ops
-from bodycam.sim.dock.custody import CustodyLog
-from bodycam.sim.dock.custody_format import ClipRecord, replay
-from bodycam.sim.dock.store_fs import (
+from bodycam.dock import store_ops
+from bodycam.dock.custody import CustodyLog
+from bodycam.dock.custody_format import ClipRecord, replay
+from bodycam.dock.store_fs import (
     create_empty_file,
     dir_bytes,
     ensure_dir,
@@ -49,8 +49,12 @@ PREFIX_RE: Final = re.compile(r"^[0-9a-f]{8,32}$")
 MAX_PROBLEMS: Final = 50  # per rejected clip in the custody log; the clip itself is kept
 
 
-class StoreError(Exception):
-    """A store, clip, id or custody log cannot be used; the one-line message says which."""
+class StoreError(EvidenceError):
+    """A store, clip, id or custody log cannot be used; the one-line message says which.
+
+    An :class:`EvidenceError` like any other evidence that cannot be used, so the ``bodycam``
+    command reports it as one line without knowing the dock host's code.
+    """
 
 
 @dataclass(frozen=True)

@@ -46,6 +46,8 @@ from bodycam.daemon.evidence.manifest import (
 )
 from bodycam.daemon.evidence.schema import MAX_MANIFEST_BYTES, Manifest, parse_manifest
 from bodycam.daemon.evidence.verify import verify_clip
+from bodycam.dock.fetch import FetchCounters, FetchError, FileJob, fetch_files
+from bodycam.dock.store import DockStore, StoreError
 from bodycam.drivers.interfaces import ByteLink, LinkClosedError
 from bodycam.drivers.link.endpoint import Requester
 from bodycam.drivers.link.errors import ProtocolError
@@ -75,8 +77,6 @@ from bodycam.drivers.link.messages import (
     TimeSet,
     encode_message,
 )
-from bodycam.sim.dock.fetch import FetchCounters, FetchError, FileJob, fetch_files
-from bodycam.sim.dock.store import DockStore, StoreError
 
 _log = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ Retention: the force's policy keeps footage a fixed number of days after it reac
 out of ``clips/`` to ``.deleting-<clip id>`` first (fsynced), so a power cut leaves it either
 where it was or in that leftover, which the next prune finishes.
 
-Everything here works through :class:`~bodycam.sim.dock.store.DockStore`'s public methods;
+Everything here works through :class:`~bodycam.dock.store.DockStore`'s public methods;
 only that class calls these functions (its methods of the same names are the API).
 """
 
@@ -25,11 +25,11 @@ from bodycam.daemon.evidence.keys import (
     load_force_private_key,
 )
 from bodycam.daemon.evidence.schema import parse_utc
-from bodycam.sim.dock.custody_format import replay
-from bodycam.sim.dock.store_fs import remove_durably, sha256_file
+from bodycam.dock.custody_format import replay
+from bodycam.dock.store_fs import remove_durably, sha256_file
 
 if TYPE_CHECKING:  # store.py imports this module; only the types are needed here
-    from bodycam.sim.dock.store import DockStore, StoredClip
+    from bodycam.dock.store import DockStore, StoredClip
 
 _log = logging.getLogger(__name__)
 
