@@ -245,7 +245,8 @@ class CustodyLog:
 
         Args:
             event: One of :attr:`EVENTS`.
-            clip_id: The clip (32 hex digits; "" when a rejected transfer named none).
+            clip_id: The clip (32 hex digits; "" for an entry about no clip, such as
+                ``clock``, or a rejected or refused transfer that named none).
             device_id: The camera it came from.
             utc: When it happened (timezone-aware); now when omitted.
             **detail: Event-specific facts; must be JSON (stored as they round-trip).

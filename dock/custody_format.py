@@ -19,6 +19,7 @@ __all__ = [
     "EVENTS",
     "GENESIS",
     "MAX_LINE_BYTES",
+    "NOT_CLIP_STATE",
     "BadLineError",
     "ClipRecord",
     "CustodyEntry",
@@ -41,7 +42,12 @@ EVENTS: Final = (
     "unflagged",
     "exported",
     "deleted",
+    "clip_id_conflict",
+    "clock",
+    "refused",
 )
+# Events that never change what the store holds (and, but for the conflict, name no stored clip).
+NOT_CLIP_STATE: Final = frozenset({"rejected", "clip_id_conflict", "clock", "refused"})
 GENESIS: Final = "0" * 64
 MAX_LINE_BYTES: Final = 64 * 1024
 FIELDS: Final = ("seq", "utc", "event", "clip_id", "device_id", "detail", "prev", "hash")
@@ -226,17 +232,21 @@ class ClipRecord:
     exported: int = 0
 
 
-def replay(entries: list[CustodyEntry]) -> dict[str, ClipRecord]:
-    """Every clip's state after ``entries``, by clip id."""
-    records: dict[str, ClipRecord] = {}
+def replay(entries: list[CustodyEntry]) -> dict[tuple[str, str], ClipRecord]:
+    """Every clip's state after ``entries``, by ``(device_id, clip_id)``.
+
+    A clip is identified by both: two cameras listing one clip id (one of them forging) are
+    two records, each stored, committed and deleted on its own.
+    """
+    records: dict[tuple[str, str], ClipRecord] = {}
     for entry in entries:
-        if entry.event == "rejected":
-            continue  # quarantined transfers never change what is stored
-        rec = records.setdefault(entry.clip_id, ClipRecord(entry.clip_id, entry.device_id))
+        if entry.event in NOT_CLIP_STATE or not entry.clip_id:
+            continue  # quarantine, refusals, conflicts and clock notes never change a clip
+        key = (entry.device_id, entry.clip_id)
+        rec = records.setdefault(key, ClipRecord(entry.clip_id, entry.device_id))
         if entry.event == "received":
             name = entry.detail.get("name")
             rec.name = name if isinstance(name, str) else None
-            rec.device_id = entry.device_id
         elif entry.event == "verified":
             rec.stored, rec.verified_utc, rec.order = True, entry.utc, entry.seq
         elif entry.event == "committed":

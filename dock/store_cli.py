@@ -1,8 +1,10 @@
-"""``bodycam store``: look after the dock's evidence store (list, flag, prune, export, log).
+"""``bodycam store``: create and look after the dock's evidence store.
 
-Each subcommand opens an existing store (it never creates one: a mistyped ``--store`` must
-not leave an empty store behind), prints plain lines a person reads, and returns 0 or 1.
-:class:`StoreError` propagates; the ``bodycam`` command prints it as one line.
+``init`` creates a store and its ``store.toml``; every other subcommand opens an existing
+store (it never creates one: a mistyped ``--store`` must not leave an empty store behind),
+prints plain lines a person reads (or, with ``--json`` on ``list`` and ``log``, one JSON
+list), and returns 0 or 1. :class:`StoreError` propagates; the ``bodycam`` command prints it
+as one line.
 """
 
 from __future__ import annotations
@@ -12,11 +14,22 @@ import datetime as dt
 import getpass
 import json
 import logging
+import sys
 from pathlib import Path
+from typing import Any
 
 from bodycam.daemon.evidence.schema import format_utc, parse_utc
-from bodycam.dock.custody import scan_log
-from bodycam.dock.store import CUSTODY_NAME, PREFIX_RE, DockStore, StoredClip, StoreError
+from bodycam.dock.custody import CustodyEntry, scan_log
+from bodycam.dock.store import (
+    CUSTODY_NAME,
+    PREFIX_RE,
+    DockStore,
+    IncomingTransfer,
+    StoredClip,
+    StoreError,
+    check_name,
+)
+from bodycam.dock.store_config import StoreConfig
 
 _log = logging.getLogger(__name__)
 
@@ -44,7 +57,8 @@ def _parse_now(text: str) -> dt.datetime:
 
 
 def _open(args: argparse.Namespace) -> DockStore:
-    return DockStore(args.store, retention_days=args.retention_days, create=False)
+    override = getattr(args, "retention_days", None)
+    return DockStore(args.store, retention_days=override, create=False)
 
 
 def _size(n: int) -> str:
@@ -72,24 +86,82 @@ def _retention_state(clip: StoredClip, now: dt.datetime) -> str:
     return f"expires in {left:.0f} days"
 
 
+def _age(transfer: IncomingTransfer, now: dt.datetime) -> float:
+    return (now - parse_utc(transfer.modified_utc)).total_seconds() / 86400
+
+
+def _clip_json(clip: StoredClip, store: DockStore, expired: bool) -> dict[str, Any]:
+    return {
+        "kind": "clip",
+        "clip_id": clip.clip_id,
+        "device_id": clip.device_id,
+        "directory": clip.directory.relative_to(store.root).as_posix(),
+        "received_utc": clip.received_utc,
+        "expires_utc": clip.expires_utc,
+        "expired": expired,
+        "committed": clip.committed,
+        "flagged": clip.flagged,
+        "flag_reason": clip.flag_reason,
+        "bytes": clip.bytes,
+        "exported": clip.exported,
+    }
+
+
+def _incoming_json(transfer: IncomingTransfer, now: dt.datetime, stale: bool) -> dict[str, Any]:
+    return {
+        "kind": "incoming",
+        "device_id": transfer.device_id,
+        "name": transfer.name,
+        "bytes": transfer.bytes,
+        "modified_utc": transfer.modified_utc,
+        "age_days": round(_age(transfer, now), 3),
+        "stale": stale,
+    }
+
+
 def _cmd_list(args: argparse.Namespace) -> int:
     store = _open(args)
     now = args.now or dt.datetime.now(dt.UTC)
-    expired = {clip.clip_id for clip in store.expired(now)}
+    expired = {(clip.device_id, clip.clip_id) for clip in store.expired(now)}
     shown = [
         clip
         for clip in store.clips()
         if (args.device is None or clip.device_id == args.device)
         and (not args.flagged or clip.flagged)
-        and (not args.expired or clip.clip_id in expired)
+        and (not args.expired or (clip.device_id, clip.clip_id) in expired)
     ]
+    stale = {t.directory for t in store.prune_incoming(now=now, dry_run=True)}
+    transfers = [t for t in store.incoming() if args.device in (None, t.device_id)]
+    problems = store.audit()
+    if args.json:
+        print(
+            json.dumps(
+                [_clip_json(c, store, (c.device_id, c.clip_id) in expired) for c in shown]
+                + [_incoming_json(t, now, t.directory in stale) for t in transfers],
+                indent=1,
+                ensure_ascii=False,
+            )
+        )
+        for problem in problems:
+            print(f"problem: {problem}", file=sys.stderr)
+        return EXIT_FAILED if problems else EXIT_OK
     for clip in shown:
         committed = "committed" if clip.committed else "on camera"
         print(
             f"{clip.clip_id[:12]}  {clip.device_id}  {_short_utc(clip.received_utc)}  "
             f"{_size(clip.bytes):>10}  {committed:9}  {_retention_state(clip, now)}"
         )
-    problems = store.audit()
+    if transfers:
+        print(
+            f"incoming transfers ({len(transfers)}; "
+            f"stale after {store.incoming_max_age_days:g} days):"
+        )
+    for transfer in transfers:
+        note = "  STALE (prune removes it)" if transfer.directory in stale else ""
+        print(
+            f"  {transfer.device_id}  {transfer.name}  {_size(transfer.bytes):>10}  "
+            f"{_age_text(_age(transfer, now))}{note}"
+        )
     for problem in problems:
         print(f"problem: {problem}")
     flagged = sum(clip.flagged for clip in shown)
@@ -99,6 +171,14 @@ def _cmd_list(args: argparse.Namespace) -> int:
         return EXIT_FAILED
     print(f"{count}; custody log intact ({len(store.custody.entries())} entries)")
     return EXIT_OK
+
+
+def _age_text(days: float) -> str:
+    if days < 1 / 24:
+        return f"{max(days * 1440, 0):.0f} min old"
+    if days < 1:
+        return f"{days * 24:.0f} h old"
+    return f"{days:.1f} days old"
 
 
 def _cmd_flag(args: argparse.Namespace) -> int:
@@ -115,6 +195,7 @@ def _cmd_flag(args: argparse.Namespace) -> int:
 def _cmd_prune(args: argparse.Namespace) -> int:
     store = _open(args)
     now = args.now or dt.datetime.now(dt.UTC)
+    transfers = store.prune_incoming(now=now, dry_run=args.dry_run)
     clips = store.prune(now=now, dry_run=args.dry_run)
     verb = "would delete" if args.dry_run else "deleted"
     for clip in clips:
@@ -127,6 +208,18 @@ def _cmd_prune(args: argparse.Namespace) -> int:
         f"{verb} {len(clips)} clip(s), {freed}; retention {store.retention_days:g} days "
         f"at {format_utc(now)}"
     )
+    if transfers:
+        verb = "would remove" if args.dry_run else "removed"
+        for transfer in transfers:
+            print(
+                f"{verb} stale transfer incoming/{transfer.device_id}/{transfer.name} "
+                f"({_size(transfer.bytes)}, last written {_short_utc(transfer.modified_utc)})"
+            )
+        total = _size(sum(t.bytes for t in transfers))
+        print(
+            f"{verb} {len(transfers)} stale transfer(s), {total}; "
+            f"older than {store.incoming_max_age_days:g} days"
+        )
     return EXIT_OK
 
 
@@ -137,34 +230,99 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _log_filter(text: str | None) -> tuple[str | None, str]:
+    if text is None:
+        return None, ""
+    device, _, prefix = text.strip().rpartition("/")
+    if device:
+        check_name(device, "device id")
+    if not PREFIX_RE.match(prefix.lower()):
+        raise StoreError(f"clip id {text!r}: give 8 to 32 hex digits (or DEVICE/HEX)")
+    return device or None, prefix.lower()
+
+
+def _summary(entry: CustodyEntry) -> str:
+    """A readable line for the kinds that are not about one stored clip; JSON for the rest."""
+    d = entry.detail
+    if entry.event == "clock":
+        if d.get("refused"):
+            return f"dock {d.get('dock_id')}: camera refused the time: {d.get('refused')}"
+        offset = d.get("offset_s")
+        moved = "clock set" if d.get("was_set") else "clock not changed"
+        off = f"offset {offset:+.3f} s" if isinstance(offset, int | float) else "offset unknown"
+        return f"dock {d.get('dock_id')}: {off}, {moved}"
+    if entry.event == "clip_id_conflict":
+        devices, heads = d.get("devices") or [], d.get("chain_heads") or []
+        pairs = ", ".join(
+            f"{dev} (head {str(h)[:16]})" for dev, h in zip(devices, heads, strict=False)
+        )
+        same = "same chain head" if d.get("same_chain_head") else "different chain heads"
+        return f"CONFLICT: one clip id listed by {pairs}; {same}; not committed"
+    if entry.event == "refused":
+        problems = d.get("problems") or []
+        first = problems[0] if problems else "no reason given"
+        more = f" (+{d.get('problem_count', 1) - 1} more)" if d.get("problem_count", 1) > 1 else ""
+        return f"refused {d.get('name')}: {first}{more}"
+    return json.dumps(d, sort_keys=True, ensure_ascii=False)
+
+
 def _cmd_log(args: argparse.Namespace) -> int:
     path = args.store / CUSTODY_NAME
     if not path.is_file():
         raise StoreError(f"{args.store}: not a dock store (no {CUSTODY_NAME})")
     # Read without opening the store: a broken log is what this command must show.
     scan = scan_log(path)
-    prefix = None
-    if args.clip is not None:
-        prefix = args.clip.strip().lower()
-        if not PREFIX_RE.match(prefix):
-            raise StoreError(f"clip id {args.clip!r}: give 8 to 32 hex digits")
-    for entry in scan.entries:
-        if prefix is not None and not entry.clip_id.startswith(prefix):
-            continue
-        detail = json.dumps(entry.detail, sort_keys=True, ensure_ascii=False)
+    device, prefix = _log_filter(args.clip)
+    entries = [
+        entry
+        for entry in scan.entries
+        if entry.clip_id.startswith(prefix) and device in (None, entry.device_id)
+    ]
+    if args.json:
         print(
-            f"{entry.seq:6d}  {entry.utc}  {entry.event:10}  {entry.clip_id[:12] or '-':12}  "
-            f"{entry.device_id}  {detail}"
+            json.dumps(
+                [{**e.body(), "hash": e.hash} for e in entries], indent=1, ensure_ascii=False
+            )
         )
+    for entry in [] if args.json else entries:
+        print(
+            f"{entry.seq:6d}  {entry.utc}  {entry.event:16}  {entry.clip_id[:12] or '-':12}  "
+            f"{entry.device_id}  {_summary(entry)}"
+        )
+    out = sys.stderr if args.json else sys.stdout
     if scan.torn:
-        print("note: the last line is incomplete (a power cut); it is dropped at the next open")
+        print(
+            "note: the last line is incomplete (a power cut); it is dropped at the next open",
+            file=out,
+        )
     if scan.problems:
-        print(f"custody log BROKEN ({len(scan.problems)} problem(s)):")
+        print(f"custody log BROKEN ({len(scan.problems)} problem(s)):", file=out)
         for problem in scan.problems:
-            print(f"  {problem}")
+            print(f"  {problem}", file=out)
         return EXIT_FAILED
-    head = scan.entries[-1].hash if scan.entries else "0" * 64
-    print(f"custody log intact ({len(scan.entries)} entries, head {head})")
+    if not args.json:
+        head = scan.entries[-1].hash if scan.entries else "0" * 64
+        print(f"custody log intact ({len(scan.entries)} entries, head {head})")
+    return EXIT_OK
+
+
+def _cmd_init(args: argparse.Namespace) -> int:
+    config = StoreConfig(
+        retention_days=args.retention_days,
+        min_free_mib=args.min_free_mib,
+        incoming_max_age_days=args.incoming_max_age_days,
+    )
+    store = DockStore.init(args.store, config)
+    print(f"created dock store {store.root}:")
+    for part in ("devices", "incoming", "clips", "quarantine"):
+        print(f"  {part}/")
+    print(f"  {CUSTODY_NAME} (empty custody log)")
+    print(
+        f"  store.toml: retention_days = {config.retention_days:g}, "
+        f"min_free_mib = {config.min_free_mib:g}, "
+        f"incoming_max_age_days = {config.incoming_max_age_days:g}"
+    )
+    print(f"next: bodycam store enrol --store {store.root} <device-id>.pub ...")
     return EXIT_OK
 
 
@@ -185,7 +343,9 @@ def _cmd_enrol(args: argparse.Namespace) -> int:
 
 def add_store_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``store`` and its subcommands; each sets ``func`` (returns the exit code)."""
-    parser = sub.add_parser("store", help="the dock's evidence store: list, flag, prune, export")
+    parser = sub.add_parser(
+        "store", help="the dock's evidence store: init, list, flag, prune, export, log, enrol"
+    )
     commands = parser.add_subparsers(dest="store_command", required=True)
 
     def command(name: str, help_text: str) -> argparse.ArgumentParser:
@@ -194,10 +354,26 @@ def add_store_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
         p.add_argument(
             "--retention-days",
             type=float,
-            default=31.0,
-            help="days an unflagged clip is kept after it was stored (default 31)",
+            default=None,
+            help="override the store's retention_days (store.toml) for this command",
         )
         return p
+
+    defaults = StoreConfig()
+    p = commands.add_parser("init", help="create a new store and its store.toml")
+    p.add_argument("--store", type=Path, required=True, help="the store directory to create")
+    for option, key, text in (
+        ("--retention-days", "retention_days", "days an unflagged clip is kept"),
+        ("--min-free-mib", "min_free_mib", "MiB always left free on the file system"),
+        (
+            "--incoming-max-age-days",
+            "incoming_max_age_days",
+            "days before prune removes a stale transfer",
+        ),
+    ):
+        default = getattr(defaults, key)
+        p.add_argument(option, type=float, default=default, help=f"{text} (default {default:g})")
+    p.set_defaults(func=_cmd_init)
 
     def clip_argument(p: argparse.ArgumentParser) -> None:
         p.add_argument("clip", help="clip id, or a unique prefix of at least 8 hex digits")
@@ -206,11 +382,12 @@ def add_store_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
         p.add_argument("--by", default=default_user(), help="who does it (default: login name)")
 
     now_help = "the time to judge retention at (ISO 8601 with zone; default now)"
-    p = command("list", "list stored clips and check the custody log")
+    p = command("list", "list stored clips and incoming transfers; check the custody log")
     p.add_argument("--device", help="only this camera's clips")
     p.add_argument("--flagged", action="store_true", help="only clips flagged as evidence")
     p.add_argument("--expired", action="store_true", help="only clips past retention")
     p.add_argument("--now", type=_parse_now, help=now_help)
+    p.add_argument("--json", action="store_true", help="print one JSON list (see docs)")
     p.set_defaults(func=_cmd_list)
 
     for name, text in (("flag", "keep a clip as evidence"), ("unflag", "remove the flag")):
@@ -220,7 +397,7 @@ def add_store_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
         by_argument(p)
         p.set_defaults(func=_cmd_flag)
 
-    p = command("prune", "delete unflagged clips past retention")
+    p = command("prune", "delete unflagged clips past retention and stale transfers")
     p.add_argument("--dry-run", action="store_true", help="only say what would be deleted")
     p.add_argument("--now", type=_parse_now, help=now_help)
     p.set_defaults(func=_cmd_prune)
@@ -238,5 +415,6 @@ def add_store_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     p.set_defaults(func=_cmd_enrol)
 
     p = command("log", "print the custody log and check its chain")
-    p.add_argument("--clip", help="only entries of this clip (id or prefix)")
+    p.add_argument("--clip", help="only entries of this clip (id or prefix, or DEVICE/PREFIX)")
+    p.add_argument("--json", action="store_true", help="print the entries as one JSON list")
     p.set_defaults(func=_cmd_log)

@@ -13,6 +13,7 @@ import fcntl
 import hashlib
 import os
 import shutil
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,7 +27,9 @@ __all__ = [
     "fsync_tree",
     "irregular_entries",
     "remove_durably",
+    "remove_path",
     "sha256_file",
+    "tree_usage",
 ]
 
 
@@ -68,18 +71,45 @@ def fsync_tree(directory: Path) -> None:
 
 
 def remove_durably(path: Path, trash: Path) -> None:
-    """Remove directory ``path`` by renaming it to ``trash`` first, then deleting that.
+    """Remove ``path`` by renaming it to ``trash`` first, then deleting that.
 
     ``trash`` must be on the same file system; a leftover ``trash`` from a power cut is
     removed again by whoever finds it (its name says what it was).
     """
-    if trash.exists():
-        shutil.rmtree(trash)
+    if trash.exists() or trash.is_symlink():
+        remove_path(trash)
     path.rename(trash)
     fsync_dir(path.parent)
     fsync_dir(trash.parent)
-    shutil.rmtree(trash)
+    remove_path(trash)
     fsync_dir(trash.parent)
+
+
+def remove_path(path: Path) -> None:
+    """Delete a directory tree, or a single file or symlink (never following a link)."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink()
+
+
+def tree_usage(directory: Path) -> tuple[int, float]:
+    """Bytes of the regular files under ``directory`` and the newest modification time.
+
+    Symlinks are counted as themselves, never followed: this describes what a transfer
+    wrote, and a link must not make it describe something elsewhere.
+    """
+    size, newest = 0, directory.lstat().st_mtime
+    for base, dirs, files in os.walk(directory):
+        for name in dirs + files:
+            try:
+                st = (Path(base) / name).lstat()
+            except FileNotFoundError:  # a transfer or a removal changed it meanwhile
+                continue
+            newest = max(newest, st.st_mtime)
+            if stat.S_ISREG(st.st_mode):
+                size += st.st_size
+    return size, newest
 
 
 def dir_bytes(directory: Path) -> int:

@@ -1,9 +1,11 @@
-"""The store's operator-side jobs: retention (prune), export for court, and the audit.
+"""The store's jobs beyond accepting a clip: retention (prune), transfers left in
+``incoming/``, quarantine, export for court, the audit, and custody notes that name no
+stored clip (refusals, clip id conflicts, clock corrections).
 
 Retention: the force's policy keeps footage a fixed number of days after it reached the store
 (31 by default) unless it is flagged as evidence. A clip is deleted as a whole: it is renamed
-out of ``clips/`` to ``.deleting-<clip id>`` first (fsynced), so a power cut leaves it either
-where it was or in that leftover, which the next prune finishes.
+out of ``clips/`` to ``.deleting-<device>-<clip id>`` first (fsynced), so a power cut leaves
+it either where it was or in that leftover, which the next prune finishes.
 
 Everything here works through :class:`~bodycam.dock.store.DockStore`'s public methods;
 only that class calls these functions (its methods of the same names are the API).
@@ -13,10 +15,12 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import shutil
+import math
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
+from bodycam.daemon.evidence.errors import EvidenceError
 from bodycam.daemon.evidence.export import ExportResult, export_clip
 from bodycam.daemon.evidence.fsio import fsync_dir
 from bodycam.daemon.evidence.keys import (
@@ -24,19 +28,46 @@ from bodycam.daemon.evidence.keys import (
     load_device_public_key,
     load_force_private_key,
 )
-from bodycam.daemon.evidence.schema import parse_utc
+from bodycam.daemon.evidence.manifest import load_manifest
+from bodycam.daemon.evidence.schema import format_utc, parse_utc
 from bodycam.dock.custody_format import replay
-from bodycam.dock.store_fs import remove_durably, sha256_file
+from bodycam.dock.store_fs import (
+    ensure_dir,
+    fsync_tree,
+    remove_durably,
+    remove_path,
+    sha256_file,
+    tree_usage,
+)
 
 if TYPE_CHECKING:  # store.py imports this module; only the types are needed here
-    from bodycam.dock.store import DockStore, StoredClip
+    from bodycam.dock.store import DockStore, IncomingTransfer, StoredClip
 
 _log = logging.getLogger(__name__)
 
-__all__ = ["DELETING", "DISCARDING", "audit", "expired", "export", "prune"]
+__all__ = [
+    "DELETING",
+    "DISCARDING",
+    "audit",
+    "clean_incoming",
+    "expired",
+    "export",
+    "incoming",
+    "prune",
+    "prune_incoming",
+    "quarantine",
+    "record_clock",
+    "record_conflict",
+    "refuse",
+    "set_flag",
+]
 
-DELETING: Final = ".deleting-"  # + clip id: a pruned clip on its way out
+DELETING: Final = ".deleting-"  # + device id, "-", clip id: a pruned clip on its way out
 DISCARDING: Final = ".discarding-"  # + a tag: a copy that was never the stored one
+MAX_PROBLEMS: Final = 50  # per rejected or refused clip in the custody log
+MAX_PROBLEM_CHARS: Final = 512
+_HEX: Final = re.compile(r"^[0-9a-f]{1,128}$")
+_CLIP_ID: Final = re.compile(r"^[0-9a-f]{32}$")
 
 
 def expired(store: DockStore, now: dt.datetime) -> list[StoredClip]:
@@ -62,11 +93,41 @@ def prune(store: DockStore, *, now: dt.datetime, dry_run: bool) -> list[StoredCl
         _finish_leftovers(store)
         doomed = expired(store, now)
         for clip in doomed:
-            remove_durably(clip.directory, store.root / f"{DELETING}{clip.clip_id}")
+            trash = store.root / f"{DELETING}{clip.device_id}-{clip.clip_id}"
+            remove_durably(clip.directory, trash)
             name, size = clip.directory.name, clip.bytes
             _log_deleted(store, clip.clip_id, clip.device_id, name=name, bytes=size)
             _log.info("deleted clip %s (retention ended %s)", clip.clip_id, clip.expires_utc)
     return doomed
+
+
+def set_flag(store: DockStore, clip_id: str, *, reason: str, by: str, flagged: bool) -> StoredClip:
+    """Flag or unflag one stored clip (``clip_id`` as :meth:`DockStore.find` takes it)."""
+    from bodycam.dock.store import StoreError
+
+    verb = "flag" if flagged else "unflag"
+    if not reason.strip():
+        raise StoreError(f"a reason is required to {verb} a clip")
+    if not by.strip():
+        raise StoreError(f"a name (--by) is required to {verb} a clip")
+    with store.lock():
+        clip = store.find(clip_id)
+        if clip.flagged and flagged:
+            raise StoreError(
+                f"clip {clip.clip_id} is already flagged ({clip.flag_reason}); "
+                "unflag it first to change the reason"
+            )
+        if not clip.flagged and not flagged:
+            raise StoreError(f"clip {clip.clip_id} is not flagged; nothing to unflag")
+        store.custody.append(
+            "flagged" if flagged else "unflagged",
+            clip_id=clip.clip_id,
+            device_id=clip.device_id,
+            utc=store.now(),
+            reason=reason.strip(),
+            by=by.strip(),
+        )
+        return store.find(f"{clip.device_id}/{clip.clip_id}")
 
 
 def _log_deleted(store: DockStore, clip_id: str, device_id: str, **detail: Any) -> None:
@@ -87,15 +148,25 @@ def _finish_leftovers(store: DockStore) -> None:
     for child in sorted(store.root.iterdir()):
         if not child.name.startswith((DELETING, DISCARDING)):
             continue
-        shutil.rmtree(child)
+        remove_path(child)
         fsync_dir(store.root)
         _log.warning("%s: finished an interrupted removal", child.name)
         if not child.name.startswith(DELETING):
             continue
-        rec = records.get(child.name.removeprefix(DELETING))
         # Logged only if the power cut came before the "deleted" line.
-        if rec is not None and rec.stored and store.stored_clip_dir(rec.clip_id) is None:
-            _log_deleted(store, rec.clip_id, rec.device_id, name=rec.name, interrupted=True)
+        for rec in records.values():
+            if (
+                rec.stored
+                and _is_leftover_of(child.name, rec.device_id, rec.clip_id)
+                and store.stored_clip_dir(rec.device_id, rec.clip_id) is None
+            ):
+                name = rec.name
+                _log_deleted(store, rec.clip_id, rec.device_id, name=name, interrupted=True)
+
+
+def _is_leftover_of(name: str, device_id: str, clip_id: str) -> bool:
+    # ".deleting-<clip id>" is what prunes before (device, clip id) identity left behind.
+    return name in (f"{DELETING}{device_id}-{clip_id}", f"{DELETING}{clip_id}")
 
 
 def export(
@@ -135,10 +206,13 @@ def audit(store: DockStore) -> list[str]:
     problems = store.custody.verify()
     recorded = {clip.directory for clip in store.clips()}
     for rec in replay(store.custody.entries()).values():
-        if rec.stored and store.stored_clip_dir(rec.clip_id) is None:
-            left = (store.root / f"{DELETING}{rec.clip_id}").exists()
+        if rec.stored and store.stored_clip_dir(rec.device_id, rec.clip_id) is None:
+            left = any(
+                (store.root / f"{DELETING}{tag}").exists()
+                for tag in (f"{rec.device_id}-{rec.clip_id}", rec.clip_id)
+            )
             why = "deletion interrupted; prune finishes it" if left else "directory missing"
-            problems.append(f"clip {rec.clip_id}: recorded as stored but {why}")
+            problems.append(f"clip {rec.clip_id} ({rec.device_id}): recorded as stored but {why}")
     clips_dir = store.root / "clips"
     for device in sorted(clips_dir.iterdir()) if clips_dir.is_dir() else []:
         for child in sorted(device.iterdir()) if device.is_dir() else []:
@@ -146,3 +220,209 @@ def audit(store: DockStore) -> list[str]:
                 where = child.relative_to(store.root).as_posix()
                 problems.append(f"{where}: not recorded in the custody log")
     return problems
+
+
+def quarantine(
+    store: DockStore, device_id: str, clip_id: str, incoming: Path, problems: list[str]
+) -> Path:
+    """Move a failed clip (ids checked by the caller) to ``quarantine/`` and log ``rejected``."""
+    from bodycam.dock.store import StoreError
+
+    if not incoming.is_dir():
+        raise StoreError(f"{incoming}: no such incoming clip directory")
+    fsync_tree(incoming)
+    now = store.now()
+    with store.lock():
+        parent = ensure_dir(ensure_dir(store.root / "quarantine") / device_id)
+        base = f"{incoming.name}-{now.astimezone(dt.UTC):%Y%m%dT%H%M%SZ}"
+        target, n = parent / base, 1
+        while target.exists():
+            n += 1
+            target = parent / f"{base}-{n}"
+        incoming.rename(target)
+        fsync_dir(parent)
+        fsync_dir(incoming.parent)
+        store.custody.append(
+            "rejected",
+            clip_id=clip_id,
+            device_id=device_id,
+            utc=now,
+            **_problems(problems),
+            directory=target.relative_to(store.root).as_posix(),
+        )
+    first = problems[0] if problems else "no reason given"
+    _log.warning("quarantined %s from %s: %s", incoming.name, device_id, first)
+    return target
+
+
+def _problems(problems: list[str]) -> dict[str, Any]:
+    kept = [str(p)[:MAX_PROBLEM_CHARS] for p in problems[:MAX_PROBLEMS]]
+    return {"problems": kept, "problem_count": len(problems)}
+
+
+def refuse(store: DockStore, device_id: str, clip_id: str, name: str, problems: list[str]) -> None:
+    """Log ``refused``: a listed clip turned down before anything was fetched."""
+    from bodycam.dock.store import NAME_RE, check_name, shown
+
+    check_name(device_id, "device id")
+    clip = clip_id if isinstance(clip_id, str) and _CLIP_ID.match(clip_id) else ""
+    named = name if isinstance(name, str) and NAME_RE.match(name) else shown(name)
+    with store.lock():
+        store.custody.append(
+            "refused",
+            clip_id=clip,
+            device_id=device_id,
+            utc=store.now(),
+            name=named,
+            **_problems(problems),
+        )
+    first = problems[0] if problems else "no reason given"
+    _log.error("refused clip %s from %s: %s", named, device_id, first)
+
+
+def record_conflict(
+    store: DockStore,
+    device_id: str,
+    clip_id: str,
+    *,
+    chain_head: str,
+    others: list[StoredClip],
+) -> None:
+    """Log ``clip_id_conflict`` with every device holding ``clip_id`` and its chain head."""
+    from bodycam.dock.store import check_name
+
+    check_name(device_id, "device id")
+    devices = [device_id, *(clip.device_id for clip in others)]
+    heads = [_hex(chain_head), *(_stored_head(clip.directory) for clip in others)]
+    with store.lock():
+        store.custody.append(
+            "clip_id_conflict",
+            clip_id=clip_id if _CLIP_ID.match(clip_id) else "",
+            device_id=device_id,
+            utc=store.now(),
+            devices=devices,
+            chain_heads=heads,
+            same_chain_head=len(set(heads)) == 1,
+            stored=[clip.directory.relative_to(store.root).as_posix() for clip in others],
+        )
+    _log.error(
+        "clip id %s is listed by %s and stored for %s (chain heads %s): not committed",
+        clip_id,
+        device_id,
+        ", ".join(devices[1:]),
+        " / ".join(head[:16] for head in heads),
+    )
+
+
+def _hex(value: str) -> str:
+    return value if isinstance(value, str) and _HEX.match(value) else ""
+
+
+def _stored_head(directory: Path) -> str:
+    try:
+        return load_manifest(directory)[1].chain_head
+    except (OSError, EvidenceError):
+        return ""
+
+
+def record_clock(
+    store: DockStore,
+    device_id: str,
+    *,
+    dock_id: str,
+    offset_s: float | None,
+    was_set: bool | None,
+    refused: str | None,
+) -> None:
+    """Log ``clock``: what a session's TIME_SET did to the camera's clock."""
+    from bodycam.dock.store import check_name
+
+    check_name(device_id, "device id")
+    offset = None if offset_s is None or not math.isfinite(offset_s) else float(offset_s)
+    with store.lock():
+        store.custody.append(
+            "clock",
+            clip_id="",
+            device_id=device_id,
+            utc=store.now(),
+            dock_id=str(dock_id)[:64],
+            offset_s=offset,
+            was_set=None if was_set is None else bool(was_set),
+            refused=None if refused is None else str(refused)[:MAX_PROBLEM_CHARS],
+        )
+
+
+def incoming(store: DockStore) -> list[IncomingTransfer]:
+    """Every transfer directory under ``incoming/<device>/``, sorted by device and name."""
+    from bodycam.dock.store import IncomingTransfer
+
+    found = []
+    base = store.root / "incoming"
+    for device in _subdirs(base):
+        for child in _subdirs(device):
+            try:
+                size, mtime = tree_usage(child)
+            except FileNotFoundError:  # removed meanwhile
+                continue
+            when = dt.datetime.fromtimestamp(mtime, dt.UTC)
+            found.append(IncomingTransfer(device.name, child.name, child, size, format_utc(when)))
+    return found
+
+
+def _subdirs(path: Path) -> list[Path]:
+    try:
+        return sorted(c for c in path.iterdir() if c.is_dir() and not c.is_symlink())
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+
+
+def prune_incoming(store: DockStore, *, now: dt.datetime, dry_run: bool) -> list[IncomingTransfer]:
+    """Remove transfers untouched for ``incoming_max_age_days`` at ``now``; return them."""
+    if now.tzinfo is None:
+        raise ValueError("now must be timezone-aware")
+    cutoff = now - dt.timedelta(days=store.incoming_max_age_days)
+    stale = [t for t in incoming(store) if parse_utc(t.modified_utc) <= cutoff]
+    if dry_run or not stale:
+        return stale
+    with store.lock():
+        for transfer in stale:
+            _remove_transfer(store, transfer.directory, transfer.device_id)
+            _log.warning(
+                "removed stale transfer incoming/%s/%s (%d bytes, last written %s)",
+                transfer.device_id,
+                transfer.name,
+                transfer.bytes,
+                transfer.modified_utc,
+            )
+    return stale
+
+
+def clean_incoming(store: DockStore, device_id: str, keep: set[str]) -> list[str]:
+    """Remove ``device_id``'s transfers whose names are not in ``keep``; return the names."""
+    removed = []
+    with store.lock():
+        device = store.root / "incoming" / device_id
+        for child in sorted(device.iterdir()) if device.is_dir() else []:
+            if child.name in keep:
+                continue
+            _remove_transfer(store, child, device_id)
+            removed.append(child.name)
+    if removed:
+        _log.info(
+            "%s: removed %d transfer(s) the camera no longer lists: %s",
+            device_id,
+            len(removed),
+            ", ".join(removed[:10]),
+        )
+    return removed
+
+
+def _remove_transfer(store: DockStore, path: Path, device_id: str) -> None:
+    # Renamed out first, like a clip: a power cut leaves a .discarding-* the next prune ends.
+    from bodycam.dock.store import StoreError
+
+    trash = store.root / f"{DISCARDING}incoming-{device_id}-{path.name[:64]}"
+    try:
+        remove_durably(path, trash)
+    except OSError as exc:
+        raise StoreError(f"{path}: cannot remove the transfer: {exc.strerror}") from None

@@ -55,7 +55,7 @@ def test_a_new_store_has_its_layout_and_reopens(tmp_path: Path) -> None:
 def test_opening_something_that_is_not_a_store_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(StoreError, match=r"not a dock store \(no custody.jsonl\)"):
         DockStore(tmp_path, create=False)
-    with pytest.raises(StoreError, match="retention must be a positive number of days"):
+    with pytest.raises(StoreError, match="retention_days must be a finite number above 0"):
         DockStore(tmp_path, retention_days=0)
 
 
@@ -73,7 +73,8 @@ def test_accept_moves_a_verified_clip_and_logs_received_then_verified(
     assert [e.event for e in entries] == ["received", "verified"]
     assert entries[0].detail == {"name": clip.directory.name}
     assert entries[1].detail == {"segments": 2, "dock_id": "bay-1"}
-    assert store.stored_clip_dir(clip.clip_id) == stored
+    assert store.stored_clip_dir(DEVICE, clip.clip_id) == stored
+    assert store.stored_clip_dir("OTHER-CAM", clip.clip_id) is None
     (listed,) = store.clips()
     assert listed.clip_id == clip.clip_id
     assert (listed.device_id, listed.directory) == (DEVICE, stored)
@@ -138,7 +139,7 @@ def test_bad_clip_names_and_ids_are_store_errors(store: DockStore) -> None:
         store.incoming_dir(DEVICE, ".20261122T101500Z-0f0d386a.creating")
     for bad in ("0f0d386a", "X" * 32, "../" + "0" * 29):
         with pytest.raises(StoreError, match="invalid clip id"):
-            store.stored_clip_dir(bad)
+            store.stored_clip_dir(DEVICE, bad)
     with pytest.raises(StoreError, match="give 8 to 32 hex digits"):
         store.find("0f0d")
     with pytest.raises(StoreError, match="no stored clip has an id starting with 0f0d386a"):
@@ -194,10 +195,11 @@ def test_commit_is_logged_once_and_only_for_stored_clips(
     store: DockStore, keys: Keys, tmp_path: Path
 ) -> None:
     clip = receive(store, keys, tmp_path / "camera")
-    assert not store.is_committed(clip.clip_id)
+    assert not store.is_committed(DEVICE, clip.clip_id)
     store.mark_committed(DEVICE, clip.clip_id, dock_id="bay-1")
     store.mark_committed(DEVICE, clip.clip_id, dock_id="bay-1")
-    assert store.is_committed(clip.clip_id)
+    assert store.is_committed(DEVICE, clip.clip_id)
+    assert not store.is_committed("OTHER-CAM", clip.clip_id)
     assert _events(store) == ["received", "verified", "committed"]
     assert store.clips()[0].committed
     with pytest.raises(StoreError, match="is not stored here; it must not be committed"):
@@ -276,7 +278,8 @@ def test_prune_finishes_a_deletion_a_power_cut_interrupted(
     (leftover / "seg-000000.bcs").unlink()  # and it had started removing files
     assert store.clips() == []
     assert store.audit() == [
-        f"clip {clip.clip_id}: recorded as stored but deletion interrupted; prune finishes it"
+        f"clip {clip.clip_id} ({DEVICE}): recorded as stored but deletion interrupted; "
+        "prune finishes it"
     ]
     assert store.prune(now=T0 + DAY) == []
     assert not leftover.exists()

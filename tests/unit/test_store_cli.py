@@ -93,7 +93,8 @@ def test_list_reports_a_clip_missing_from_disk(
     code, out = run(["list", "--store", str(store.root)], capsys)
     assert code == 1
     lines = out.splitlines()
-    assert f"problem: clip {first.clip_id}: recorded as stored but directory missing" in lines
+    missing = f"problem: clip {first.clip_id} ({DEVICE}): recorded as stored but directory missing"
+    assert missing in lines
     assert lines[-1].endswith("; custody log or store BROKEN (1 problem(s) above)")
 
 
