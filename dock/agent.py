@@ -1,18 +1,26 @@
 """The reference dock's side of a session: authenticate, set time, push policy, offload.
 
-For each clip the camera lists, the dock pulls the signed manifest first and checks its
+Everything the camera says is bounded before it is believed (:mod:`bodycam.dock.limits`):
+every name passes the store's name rule before a path is built from it, sizes and page
+counts are capped, and a clip that cannot fit in the store's free space is refused before a
+byte is written. For each clip left, the dock pulls the signed manifest first and checks its
 signature with the camera's *registered* key (not the one the manifest carries), then
-streams the segments, each checked against the manifest's SHA-256 as it lands, then runs the
-complete offline verification (:func:`verify_clip`: records, chain, links) on the copy. Only
-a clip that passes is moved into the store, fsynced, logged, and then COMMITted, which is
-the one message that lets the camera delete it. A clip that fails is quarantined, logged and
-left on the camera.
+streams the segments, each checked against the manifest's SHA-256 as it lands. The final
+word is :func:`verify_clip` with the registered key, the very check ``bodycam verify
+--device-key`` runs. Only a clip that passes is stored under this camera's own device id,
+and only a clip stored so, with the chain head the camera listed, is COMMITted: the one
+message that lets the camera delete it. A clip that fails is quarantined or refused, logged
+in custody and left on the camera.
+
+Faults stay where they happen: a bad clip ends that clip, a full disk or a broken store ends
+the session with a reason, and nothing the camera or the store does escapes :meth:`serve`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
-import hashlib
+import errno
 import logging
 import os
 from collections.abc import Callable
@@ -33,23 +41,14 @@ from bodycam.daemon.dock.auth import (
 )
 from bodycam.daemon.dock.policy import SignedPolicy
 from bodycam.daemon.evidence.errors import EvidenceError
-from bodycam.daemon.evidence.fsio import read_bounded
-from bodycam.daemon.evidence.journal import JOURNAL_NAME
 from bodycam.daemon.evidence.keys import fingerprint, load_device_public_key, raw_public_bytes
-from bodycam.daemon.evidence.manifest import (
-    MANIFEST_NAME,
-    SIGNATURE_NAME,
-    SIGNATURE_SIZE,
-    load_manifest,
-    load_signature,
-    signature_valid,
-)
-from bodycam.daemon.evidence.schema import MAX_MANIFEST_BYTES, Manifest, parse_manifest
+from bodycam.daemon.evidence.manifest import load_manifest
 from bodycam.daemon.evidence.verify import verify_clip
-from bodycam.dock.fetch import FetchCounters, FetchError, FileJob, fetch_files
-from bodycam.dock.store import DockStore, StoreError
+from bodycam.dock import limits
+from bodycam.dock.fetch import FetchCounters, FetchError, fetch_clip
+from bodycam.dock.store import DockStore, StoreError, check_name
 from bodycam.drivers.interfaces import ByteLink, LinkClosedError
-from bodycam.drivers.link.endpoint import Requester
+from bodycam.drivers.link.endpoint import RemoteError, Requester
 from bodycam.drivers.link.errors import ProtocolError
 from bodycam.drivers.link.frame import MAX_PAYLOAD
 from bodycam.drivers.link.messages import (
@@ -65,7 +64,6 @@ from bodycam.drivers.link.messages import (
     CommitAck,
     ConfigAck,
     ConfigPush,
-    FileKind,
     Hello,
     ListClips,
     ListReply,
@@ -84,16 +82,20 @@ DOCK_CAPABILITIES = Capability.RESUME | Capability.TIME | Capability.CONFIG
 
 
 class DockRefused(Exception):  # noqa: N818 - an outcome, reported to the operator
-    """The session cannot go on (an unknown camera, a failed proof, a version mismatch)."""
+    """The session cannot go on (an unknown camera, a failed proof, a lying listing, no room)."""
 
 
 @dataclass
 class ClipOutcome:
     clip_id: str
     name: str
-    status: str  # "committed", "rejected", "kept" (stored, commit not confirmed)
+    # "committed"; "rejected" (fetched, failed verification); "refused" (refused before
+    # anything was fetched); "kept" (stored, commit not confirmed); "skipped" (not tried:
+    # the session stopped first). All but "committed" stay on the camera.
+    status: str
     bytes: int = 0
     problems: list[str] = field(default_factory=list)
+    conflict_with: list[str] = field(default_factory=list)  # other devices holding this id
 
 
 @dataclass
@@ -115,6 +117,7 @@ class DockReport:
     dock_id: str = ""
     authenticated: bool = False
     clock_offset_s: float | None = None
+    clock_refused: str | None = None  # the camera's reason for refusing TIME_SET
     policy_applied: bool | None = None
     clips: list[ClipOutcome] = field(default_factory=list)
     camera_status: Status | None = None
@@ -128,7 +131,13 @@ class DockReport:
 
     @property
     def rejected(self) -> list[ClipOutcome]:
-        return [c for c in self.clips if c.status == "rejected"]
+        """Clips the dock refused or rejected (each is a custody event and an alert)."""
+        return [c for c in self.clips if c.status in ("rejected", "refused")]
+
+    @property
+    def conflicts(self) -> list[ClipOutcome]:
+        """Clips whose id another device's stored clip also carries."""
+        return [c for c in self.clips if c.conflict_with]
 
 
 class DockAgent:
@@ -154,16 +163,29 @@ class DockAgent:
         self.on_progress = on_progress
 
     async def serve(self, link: ByteLink) -> DockReport:
-        """Run one session with the camera on ``link``; never raises for link or peer faults."""
+        """Run one session with the camera on ``link``.
+
+        Never raises except :class:`asyncio.CancelledError`: whatever goes wrong (the link,
+        the camera, the store, the disk, a bug) ends this session with ``report.error`` set
+        and logged, and never another bay's session.
+        """
         report = DockReport(port=link.name, dock_id=self.identity.dock_id)
         counters = FetchCounters()
         try:
             async with Requester(link, window=self.window, retry_s=self.retry_s) as requester:
-                session = _Session(self, requester, report, counters)
-                await session.run()
+                await _Session(self, requester, report, counters).run()
         except (LinkClosedError, ProtocolError, DockRefused) as exc:
             report.error = str(exc)
             _log.warning("%s: session ended early: %s", link.name, exc)
+        except EvidenceError as exc:  # the store (StoreError) or a file it could not read
+            report.error = f"store: {exc}"
+            _log.error("%s: session ended by the store: %s", link.name, exc)
+        except OSError as exc:
+            report.error = f"dock host: {exc.strerror or exc}"
+            _log.error("%s: session ended by the dock host: %s", link.name, exc)
+        except Exception as exc:  # a bug must cost this session, not every bay
+            report.error = f"internal error: {type(exc).__name__}: {exc}"
+            _log.exception("%s: session ended by an internal error", link.name)
         report.bytes_received = counters.bytes_received
         report.bytes_resumed = counters.bytes_resumed
         return report
@@ -182,10 +204,13 @@ class _Session:
         self.report = report
         self.counters = counters
         self.store = agent.store
+        self.dock_id = agent.identity.dock_id
         self.transcript = b""
         self.device_id = ""
         self.device_key: Ed25519PublicKey | None = None
         self.progress = Progress()
+        self.stopped: str | None = None  # why no further clip is pulled this session
+        self.planned: set[str] = set()  # names of the clips this session may pull
 
     async def call(self, message: Message, expected: type[Message]) -> Message:
         reply = await self.req.call(message)
@@ -198,20 +223,41 @@ class _Session:
         await self.set_time()
         if self.agent.policy is not None:
             await self.push_policy(self.agent.policy)
-        entries = await self.list_clips()
+        entries = self.screen(await self.list_clips())
+        self.planned = {e.name for e in entries}
+        removed = self.store.clean_incoming(self.device_id, keep=self.planned)
+        if removed:
+            _log.info("camera %s: removed stale transfers %s", self.device_id, removed)
         self.progress = Progress(
             device_id=self.device_id,
             clips_total=len(entries),
             bytes_total=sum(e.total_bytes for e in entries),
         )
         for entry in entries:
+            if self.stopped is not None:
+                self.report.clips.append(
+                    ClipOutcome(entry.clip_id.hex(), entry.name, "skipped", entry.total_bytes)
+                )
+                continue
             self.report.clips.append(await self.offload(entry))
             self.progress.clips_done += 1
             self._progress()
-        status = await self.call(StatusReq(), Status)
-        assert isinstance(status, Status)
-        self.report.camera_status = status
-        await self.req.call(Bye(reason=ByeReason.DONE))
+        await self.finish()
+        if self.stopped is not None:
+            self.report.error = self.stopped
+
+    async def finish(self) -> None:
+        """STATUS and BYE. Every listed clip has been handled: a link lost now is an end."""
+        try:
+            status = await self.call(StatusReq(), Status)
+            assert isinstance(status, Status)
+            self.report.camera_status = status
+            await self.req.call(Bye(reason=ByeReason.DONE))
+        except LinkClosedError as exc:
+            # The camera answers BYE and hangs up at once; its reply may be lost on the way.
+            _log.info("camera %s: link closed at the end of the session (%s)", self.device_id, exc)
+        except RemoteError as exc:
+            _log.info("camera %s: %s at the end of the session", self.device_id, exc)
 
     # ----- handshake ----------------------------------------------------------------------
 
@@ -220,7 +266,7 @@ class _Session:
             protocol_version=PROTOCOL_VERSION,
             schema_hash=SCHEMA_HASH,
             role=Role.DOCK,
-            node_id=self.agent.identity.dock_id,
+            node_id=self.dock_id,
             firmware=self.agent.firmware,
             capabilities=DOCK_CAPABILITIES,
             max_payload=MAX_PAYLOAD,
@@ -233,13 +279,12 @@ class _Session:
             raise DockRefused("the peer is not a camera")
         # The smaller window of the two: the camera keeps at most that many replies.
         self.req.window = max(1, min(self.req.window, reply.window))
-        self.device_id = reply.node_id
-        self.report.device_id = reply.node_id
         self.transcript = transcript_hash(encode_message(hello), encode_message(reply))
         try:
-            key_path = self.store.device_key_path(reply.node_id)
-            self.device_key = load_device_public_key(key_path)
-        except (EvidenceError, StoreError) as exc:
+            self.device_id = check_name(reply.node_id, "device id")
+            self.report.device_id = self.device_id
+            self.device_key = load_device_public_key(self.store.device_key_path(self.device_id))
+        except EvidenceError as exc:  # StoreError too
             self._refuse_unknown(reply.node_id, str(exc))
         identity = self.agent.identity
         auth = AuthDock(
@@ -248,18 +293,21 @@ class _Session:
         )
         proof = await self.call(auth, AuthDevice)
         assert isinstance(proof, AuthDevice)
-        assert self.device_key is not None
-        if proof.device_id != self.device_id or proof.public_key != raw_public_bytes(
-            self.device_key
-        ):
+        key = self._key()
+        if proof.device_id != self.device_id or proof.public_key != raw_public_bytes(key):
             self._refuse_unknown(self.device_id, "its key is not the registered one")
-        if not verify(self.device_key, proof.signature, AUTH_DEVICE_CONTEXT, self.transcript):
+        if not verify(key, proof.signature, AUTH_DEVICE_CONTEXT, self.transcript):
             self._refuse_unknown(self.device_id, "it did not sign this session's transcript")
         self.report.authenticated = True
-        _log.info("camera %s authenticated (key %s)", self.device_id, fingerprint(self.device_key))
+        _log.info("camera %s authenticated (key %s)", self.device_id, fingerprint(key))
+
+    def _key(self) -> Ed25519PublicKey:
+        if self.device_key is None:
+            raise DockRefused("no registered key for the camera")
+        return self.device_key
 
     def _refuse_unknown(self, device_id: str, why: str) -> None:
-        message = f"camera {device_id!r} refused: {why}"
+        message = f"camera {device_id[:80]!r} refused: {why}"
         _log.warning("%s", message)
         raise DockRefused(message)
 
@@ -267,7 +315,15 @@ class _Session:
         utc_us = int(dt.datetime.now(dt.UTC).timestamp() * 1_000_000)
         stamp = utc_us.to_bytes(8, "little", signed=True)
         signature = sign(self.agent.identity.key, TIME_CONTEXT, self.transcript, stamp)
-        ack = await self.call(TimeSet(utc_us=utc_us, signature=signature), TimeAck)
+        try:
+            ack = await self.call(TimeSet(utc_us=utc_us, signature=signature), TimeAck)
+        except RemoteError as exc:
+            # The camera bounds what one dock may move its clock; a refusal is its right and
+            # no reason to leave its footage on it. Recorded, then the session goes on.
+            self.report.clock_refused = exc.detail or str(exc)
+            _log.warning("camera %s refused the time: %s", self.device_id, exc)
+            self._record_clock(offset_s=None, was_set=None, refused=self.report.clock_refused)
+            return
         assert isinstance(ack, TimeAck)
         self.report.clock_offset_s = ack.offset_us / 1_000_000
         _log.info(
@@ -276,24 +332,83 @@ class _Session:
             self.report.clock_offset_s,
             "set" if ack.was_set else "never set",
         )
+        self._record_clock(offset_s=self.report.clock_offset_s, was_set=ack.was_set, refused=None)
+
+    def _record_clock(
+        self, *, offset_s: float | None, was_set: bool | None, refused: str | None
+    ) -> None:
+        self.store.record_clock(
+            self.device_id,
+            dock_id=self.dock_id,
+            offset_s=offset_s,
+            was_set=was_set,
+            refused=refused,
+        )
 
     async def push_policy(self, policy: SignedPolicy) -> None:
         ack = await self.call(ConfigPush(policy=policy.data, signature=policy.signature), ConfigAck)
         assert isinstance(ack, ConfigAck)
         self.report.policy_applied = ack.applied
 
+    # ----- the listing --------------------------------------------------------------------
+
     async def list_clips(self) -> list[ClipEntry]:
+        """Every page of the camera's listing, bounded in pages and entries."""
         entries: list[ClipEntry] = []
         cursor = 0
-        while True:
-            page = await self.call(ListClips(cursor=cursor, max_entries=64), ListReply)
+        for _ in range(limits.MAX_LIST_PAGES):
+            request = ListClips(cursor=cursor, max_entries=limits.LIST_PAGE)
+            page = await self.call(request, ListReply)
             assert isinstance(page, ListReply)
+            if len(page.entries) > limits.LIST_PAGE:
+                raise DockRefused(
+                    f"camera sent a LIST page of {len(page.entries)} entries "
+                    f"(asked for {limits.LIST_PAGE})"
+                )
             entries.extend(page.entries)
+            if len(entries) > limits.MAX_LIST_ENTRIES:
+                raise DockRefused(
+                    f"camera listed more than {limits.MAX_LIST_ENTRIES} clips; listing cut off"
+                )
             if page.next_cursor == 0:
                 return entries
             if page.next_cursor <= cursor:
-                raise DockRefused("camera's LIST cursor went backwards")
+                raise DockRefused("camera's LIST cursor did not advance")
             cursor = page.next_cursor
+        raise DockRefused(
+            f"camera kept paging its listing past {limits.MAX_LIST_PAGES} pages; cut off"
+        )
+
+    def screen(self, entries: list[ClipEntry]) -> list[ClipEntry]:
+        """The entries worth pulling; each other one is refused (custody) and reported."""
+        dup_ids, dup_names = limits.duplicates(entries)
+        kept: list[ClipEntry] = []
+        for entry in entries:
+            problems: list[str] = []
+            try:
+                check_name(entry.name, "clip name")
+            except StoreError as exc:
+                problems.append(str(exc))  # the store's message shows the name as a repr
+            if entry.clip_id in dup_ids:
+                problems.append("clip id listed more than once")
+            if entry.name in dup_names:
+                problems.append("clip name listed more than once")
+            problems += limits.entry_problems(entry)
+            if problems:
+                self.refuse(entry, problems)
+            else:
+                kept.append(entry)
+        return kept
+
+    def refuse(self, entry: ClipEntry, problems: list[str], status: str = "refused") -> None:
+        clip_id = entry.clip_id.hex()
+        _log.error("camera %s: clip %s refused: %s", self.device_id, clip_id, "; ".join(problems))
+        self.store.refuse(self.device_id, clip_id, entry.name, problems)
+        # The name may be anything a camera sent: only its repr reaches a screen or a log.
+        name = entry.name if _valid_name(entry.name) else repr(entry.name)[:80]
+        self.report.clips.append(
+            ClipOutcome(clip_id, name, status, entry.total_bytes, problems=problems)
+        )
 
     # ----- one clip -----------------------------------------------------------------------
 
@@ -301,104 +416,114 @@ class _Session:
         clip_id = entry.clip_id.hex()
         outcome = ClipOutcome(clip_id, entry.name, "kept", bytes=entry.total_bytes)
         self.progress.current = entry.name
-        stored = self.store.stored_clip_dir(clip_id)
-        if stored is None:
-            problems = await self.pull_and_verify(entry)
-            if problems:
-                outcome.status, outcome.problems = "rejected", problems
-                return outcome
-            stored = self.store.stored_clip_dir(clip_id)
-        else:
-            self.progress.bytes_done += entry.total_bytes
-        assert stored is not None
+        try:
+            stored = self.store.stored_clip_dir(self.device_id, clip_id)
+            if stored is None:
+                problems = await self.pull(entry, outcome)
+                if problems:
+                    return _failed(outcome, outcome.status, problems)
+                stored = self.store.stored_clip_dir(self.device_id, clip_id)
+                if stored is None:
+                    return _failed(outcome, "rejected", ["not in the store after accepting it"])
+            else:
+                # Stored by an earlier session (its COMMIT was lost): the same final check
+                # again, against the key registered now, before the camera may delete it.
+                verdict = await asyncio.to_thread(verify_clip, stored, device_key=self._key())
+                if not verdict.ok:
+                    _log.error("clip %s: stored copy fails: %s", clip_id, verdict.problems)
+                    return _failed(outcome, "rejected", verdict.problems)
+                self.progress.bytes_done += entry.total_bytes
+        except FetchError as exc:  # a file that broke its promise: this clip only
+            return _failed(outcome, "rejected", [str(exc)])
+        except (EvidenceError, RemoteError) as exc:
+            # The store refused this clip (StoreError), a stored copy cannot be read, or the
+            # camera answered ERROR for one of its files: the next clip may still go well.
+            _log.error("clip %s: %s", clip_id, exc)
+            return _failed(outcome, "rejected", [str(exc)])
+        except OSError as exc:
+            # The dock's own disk, not the camera: this clip ends, its transfer is removed
+            # to give the space back, and nothing more is pulled this session.
+            self._drop_incoming(entry)
+            why = os.strerror(exc.errno) if exc.errno else str(exc)
+            if exc.errno == errno.ENOSPC:
+                why = "store full (no space left on device)"
+            problem = f"cannot write clip {entry.name}: {why}"
+            _log.error("camera %s: %s", self.device_id, problem)
+            self.stopped = f"{problem}; the remaining clips stay on the camera"
+            return _failed(outcome, "rejected", [problem])
         if _stored_chain_head(stored) != entry.chain_head:
-            outcome.status = "rejected"
-            outcome.problems = ["the store holds a different clip under this id; not committed"]
-            _log.error("clip %s: %s", clip_id, outcome.problems[0])
-            return outcome
-        if await self.commit(entry):
-            outcome.status = "committed"
+            problem = "the stored copy's chain head is not the listed one; not committed"
+            _log.error("clip %s: %s", clip_id, problem)
+            return _failed(outcome, "rejected", [problem])
+        try:
+            if await self.commit(entry):
+                outcome.status = "committed"
+        except RemoteError as exc:
+            _log.error("clip %s: camera refused COMMIT: %s", clip_id, exc)
+            outcome.problems = [f"COMMIT refused: {exc}"]
         return outcome
 
-    async def pull_and_verify(self, entry: ClipEntry) -> list[str]:
-        """Fetch and verify one clip; [] when it was accepted into the store."""
+    def _drop_incoming(self, entry: ClipEntry) -> None:
+        """Free the disk a failed write filled: that clip's transfer starts over next time."""
+        try:
+            self.store.clean_incoming(self.device_id, keep=self.planned - {entry.name})
+        except (OSError, EvidenceError) as exc:
+            _log.error("cannot remove the transfer of %s: %s", entry.name, exc)
+
+    async def pull(self, entry: ClipEntry, outcome: ClipOutcome) -> list[str]:
+        """Fetch, verify and store one clip; [] when it was accepted into the store."""
         clip_id = entry.clip_id.hex()
-        if entry.manifest_size > MAX_MANIFEST_BYTES or entry.signature_size != SIGNATURE_SIZE:
-            # Bounded before anything is fetched: a listing is input from the link.
-            problems = [
-                f"listing claims a {entry.manifest_size}-byte manifest and a "
-                f"{entry.signature_size}-byte signature; refused unfetched"
-            ]
-            _log.error("clip %s: %s", clip_id, problems[0])
-            return problems
         incoming = self.store.incoming_dir(self.device_id, entry.name)
-        head = [
-            FileJob(FileKind.MANIFEST, 0, incoming / MANIFEST_NAME, entry.manifest_size, None),
-            FileJob(FileKind.SIGNATURE, 0, incoming / SIGNATURE_NAME, entry.signature_size, None),
-            FileJob(FileKind.JOURNAL, 0, incoming / JOURNAL_NAME, entry.journal_size, None),
-        ]
-        await fetch_files(self.req, entry.clip_id, head, counters=self.counters)
-        problems, manifest = self._check_manifest(incoming, entry)
-        if manifest is None:
-            self.store.quarantine(self.device_id, clip_id, incoming, problems)
-            return problems
-        jobs = [
-            FileJob(FileKind.SEGMENT, s.index, incoming / s.name, s.size, bytes.fromhex(s.sha256))
-            for s in manifest.segments
-        ]
-        for attempt in (1, 2):
-            try:
-                await fetch_files(
-                    self.req, entry.clip_id, jobs, counters=self.counters, on_bytes=self._bytes
-                )
-                break
-            except FetchError as exc:
-                # Once could be the link (CRC-32 misses 1 in 4 billion); twice is the file.
-                _log.warning("clip %s: %s (attempt %d)", clip_id, exc, attempt)
-                if attempt == 2:
-                    problems = [f"{exc} (altered on the camera?)"]
-                    self.store.quarantine(self.device_id, clip_id, incoming, problems)
-                    return problems
-        verdict = verify_clip(incoming, device_key=self.device_key)
+        need = max(0, limits.fetch_bytes(entry) - _bytes_in(incoming))
+        free = self.store.free_bytes()
+        if need > free:
+            reason = f"store full: needs {need}, has {free} free"
+            self.stopped = f"{reason}; the remaining clips stay on the camera"
+            outcome.status = "refused"
+            self.store.refuse(self.device_id, clip_id, entry.name, [reason])
+            _log.error("camera %s: clip %s refused: %s", self.device_id, clip_id, reason)
+            return [reason]
+        others = self.store.other_holders(self.device_id, clip_id)
+        if others:
+            # One of the two cameras re-signed the other's clip. Alert, and keep going:
+            # this camera's copy is pulled and checked under its own id like any other.
+            outcome.conflict_with = sorted({o.device_id for o in others})
+            self.store.record_conflict(
+                self.device_id, clip_id, chain_head=entry.chain_head.hex(), others=others
+            )
+        outcome.status = "rejected"
+        result = await fetch_clip(
+            self.req,
+            entry,
+            incoming,
+            device_id=self.device_id,
+            device_key=self._key(),
+            counters=self.counters,
+            on_bytes=self._bytes,
+        )
+        if result.problems:
+            self.store.quarantine(self.device_id, clip_id, incoming, result.problems)
+            return result.problems
+        assert result.manifest is not None
+        # The one verdict that counts: the same function and key `bodycam verify
+        # --device-key` uses. Off the event loop, so other bays keep streaming.
+        verdict = await asyncio.to_thread(verify_clip, incoming, device_key=self._key())
         if not verdict.ok:
             self.store.quarantine(self.device_id, clip_id, incoming, verdict.problems)
             _log.error("clip %s rejected: %s", clip_id, "; ".join(verdict.problems))
             return verdict.problems
-        assert self.device_key is not None
         self.store.accept(
             self.device_id,
             clip_id,
             incoming,
-            segments=verdict.segments,
-            bytes=manifest.total_bytes,
-            chain_head=manifest.chain_head,
-            signer=fingerprint(self.device_key),
-            dock_id=self.agent.identity.dock_id,
+            segments=len(result.manifest.segments),
+            bytes=result.manifest.total_bytes,
+            chain_head=result.manifest.chain_head,
+            signer=fingerprint(self._key()),
+            dock_id=self.dock_id,
             clock_offset_s=self.report.clock_offset_s,
         )
         return []
-
-    def _check_manifest(
-        self, incoming: Path, entry: ClipEntry
-    ) -> tuple[list[str], Manifest | None]:
-        try:
-            data = read_bounded(incoming / MANIFEST_NAME, MAX_MANIFEST_BYTES, what="manifest")
-            signature = load_signature(incoming)
-        except EvidenceError:
-            signature = b""
-            data = b""
-        if hashlib.sha256(data).digest() != entry.manifest_sha256:
-            return ["manifest: differs from the one the camera listed"], None
-        assert self.device_key is not None
-        if not signature_valid(data, signature, self.device_key):
-            return ["manifest: signature invalid for the registered camera key (edited?)"], None
-        try:
-            manifest = parse_manifest(data, source=f"{entry.name}/{MANIFEST_NAME}")
-        except EvidenceError as exc:
-            return [str(exc)], None
-        if manifest.clip_id != entry.clip_id.hex() or manifest.device_id != self.device_id:
-            return ["manifest: names another clip or camera than the listing"], None
-        return [], manifest
 
     async def commit(self, entry: ClipEntry) -> bool:
         signature = sign(
@@ -413,10 +538,12 @@ class _Session:
             CommitAck,
         )
         assert isinstance(ack, CommitAck)
+        if ack.clip_id != entry.clip_id:
+            raise DockRefused(f"camera acknowledged COMMIT of another clip ({ack.clip_id.hex()})")
         self.store.mark_committed(
             self.device_id,
             entry.clip_id.hex(),
-            dock_id=self.agent.identity.dock_id,
+            dock_id=self.dock_id,
             camera=ack.status.name.lower(),
         )
         return True
@@ -428,6 +555,32 @@ class _Session:
     def _progress(self) -> None:
         if self.agent.on_progress is not None:
             self.agent.on_progress(self.progress)
+
+
+def _valid_name(name: str) -> bool:
+    try:
+        check_name(name, "clip name")
+    except StoreError:
+        return False
+    return True
+
+
+def _failed(outcome: ClipOutcome, status: str, problems: list[str]) -> ClipOutcome:
+    outcome.status, outcome.problems = status, problems
+    return outcome
+
+
+def _bytes_in(directory: Path) -> int:
+    """Bytes of the regular files a previous transfer left (resumed, not fetched again)."""
+    total = 0
+    try:
+        with os.scandir(directory) as it:
+            for item in it:
+                if item.is_file(follow_symlinks=False):
+                    total += item.stat(follow_symlinks=False).st_size
+    except OSError:
+        return 0
+    return total
 
 
 def _stored_chain_head(directory: Path) -> bytes | None:

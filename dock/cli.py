@@ -13,7 +13,6 @@ import argparse
 import asyncio
 import contextlib
 import logging
-import sys
 from pathlib import Path
 
 from bodycam.daemon.dock.auth import DockIdentity, load_dock_identity
@@ -26,14 +25,13 @@ from bodycam.daemon.telemetry import (
 )
 from bodycam.daemon.telemetry.settings import read_password_file
 from bodycam.dock.agent import DockAgent, DockReport
-from bodycam.dock.store import DockStore
+from bodycam.dock.bay import log_task_failure, print_report, run_bay
+from bodycam.dock.store import DockStore, StoreError
 from bodycam.dock.telemetry import DockTelemetry
-from bodycam.drivers.interfaces import ByteLink, LinkClosedError
-from bodycam.drivers.serial_link import open_serial
+
+__all__ = ["add_dock_parser", "print_report", "run_bay", "run_dock_command"]
 
 _log = logging.getLogger(__name__)
-
-_REOPEN_S = 1.0
 
 
 def add_dock_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -52,7 +50,12 @@ def add_dock_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="directory with dock.key and dock.cert (bodycam keygen dock)",
     )
     p.add_argument("--policy", type=Path, help="directory with a signed policy.json/policy.sig")
-    p.add_argument("--retention-days", type=float, default=31.0)
+    p.add_argument(
+        "--retention-days",
+        type=float,
+        default=None,
+        help="keep unflagged clips this long (default: the store's own store.toml, 31 days)",
+    )
     p.add_argument("--once", action="store_true", help="serve one session per bay, then exit")
     p.add_argument(
         "--broker", help="publish bays, offloads and failures to this MQTT broker (mqtt[s]://)"
@@ -60,70 +63,12 @@ def add_dock_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--broker-username", help="MQTT user name (default: none)")
     p.add_argument("--broker-password-file", type=Path, help="file holding the MQTT password")
     p.add_argument("--broker-ca", type=Path, help="TLS: the broker's CA certificate")
+    p.add_argument(
+        "--broker-cert", type=Path, help="TLS: this dock's client certificate (mutual TLS)"
+    )
+    p.add_argument("--broker-key", type=Path, help="TLS: the client certificate's private key")
     p.add_argument("-v", "--verbose", action="store_true")
     p.set_defaults(func=run_dock_command)
-
-
-def print_report(report: DockReport) -> None:
-    who = report.device_id or "unknown camera"
-    if report.error and not report.authenticated:
-        print(f"{report.port}: {who}: refused: {report.error}")
-        return
-    offset = (
-        f", clock corrected by {report.clock_offset_s:+.3f} s"
-        if report.clock_offset_s is not None
-        else ""
-    )
-    print(
-        f"{report.port}: {who}: {len(report.committed)} clip(s) committed, "
-        f"{len(report.rejected)} rejected, {report.bytes_received} bytes received"
-        f" ({report.bytes_resumed} resumed){offset}"
-    )
-    for clip in report.clips:
-        detail = f": {'; '.join(clip.problems)}" if clip.problems else ""
-        print(f"  {clip.status.upper():9} {clip.name}{detail}")
-    if report.error:
-        print(f"  interrupted: {report.error} (the rest stays on the camera for next time)")
-
-
-async def _wait_until_gone(link: ByteLink) -> None:
-    with contextlib.suppress(LinkClosedError):
-        while True:
-            await link.read()
-
-
-async def run_bay(
-    port: str, agent: DockAgent, *, once: bool, telemetry: DockTelemetry | None = None
-) -> list[DockReport]:
-    """Serve the cameras that dock on ``port``; with ``once``, just the first one."""
-    reports: list[DockReport] = []
-    if telemetry is not None:
-        telemetry.bay_open(port)
-        agent.on_progress = telemetry.progress_for(port)
-    while True:
-        try:
-            link = open_serial(port)
-        except LinkClosedError as exc:
-            if once:
-                raise
-            _log.debug("%s", exc)
-            await asyncio.sleep(_REOPEN_S)
-            continue
-        try:
-            if telemetry is not None:
-                telemetry.camera_seated(port)
-            report = await agent.serve(link)
-            reports.append(report)
-            print_report(report)
-            if telemetry is not None:
-                telemetry.finished(port, report)
-            if once:
-                return reports
-            await _wait_until_gone(link)
-            if telemetry is not None:
-                telemetry.camera_left(port)
-        finally:
-            link.close()
 
 
 def _load_policy(directory: Path | None) -> SignedPolicy | None:
@@ -138,6 +83,11 @@ def _load_policy(directory: Path | None) -> SignedPolicy | None:
 def _dock_telemetry(args: argparse.Namespace, dock_id: str) -> DockTelemetry | None:
     if not args.broker:
         return None
+    if (args.broker_cert is None) != (args.broker_key is None):
+        raise SystemExit("bodycam dock: --broker-cert and --broker-key go together")
+    for option, path in (("--broker-cert", args.broker_cert), ("--broker-key", args.broker_key)):
+        if path is not None and not path.is_file():
+            raise SystemExit(f"bodycam dock: {option}: {path}: no such file")
     try:
         broker = parse_broker_url(args.broker)
     except ValueError as exc:
@@ -148,6 +98,8 @@ def _dock_telemetry(args: argparse.Namespace, dock_id: str) -> DockTelemetry | N
         username=args.broker_username,
         password=read_password_file(args.broker_password_file, what="--broker-password-file"),
         ca_file=args.broker_ca,
+        cert_file=args.broker_cert,
+        key_file=args.broker_key,
         queue_path=args.store / "telemetry.sqlite",
     )
     topics = DockTopics(dock_id)
@@ -155,7 +107,13 @@ def _dock_telemetry(args: argparse.Namespace, dock_id: str) -> DockTelemetry | N
 
 
 async def _serve(args: argparse.Namespace) -> int:
-    store = DockStore(args.store, retention_days=args.retention_days)
+    try:
+        store = DockStore(args.store, retention_days=args.retention_days, create=False)
+    except StoreError:
+        # Created here for `./dev sim` and older set-ups; a dock host runs `bodycam store
+        # init` first. A store that exists but cannot be opened fails again, with its reason.
+        _log.warning("%s: no dock store yet; creating one (see bodycam store init)", args.store)
+        store = DockStore(args.store, retention_days=args.retention_days)
     identity = load_dock_identity(args.credentials)
     policy = _load_policy(args.policy)
     telemetry = _dock_telemetry(args, identity.dock_id)
@@ -194,12 +152,16 @@ async def _serve_bays(
             path = str(camera.tty)
             if path not in bays or bays[path].done():
                 print(f"camera {camera.serial} on {path}")
-                bays[path] = asyncio.create_task(
+                task = asyncio.create_task(
                     run_bay(path, agent(), once=True, telemetry=telemetry), name=path
                 )
+                task.add_done_callback(log_task_failure)
+                bays[path] = task
 
         await watch_cameras(on_new)
         return 0
+    # run_bay never raises (each bay's faults end in its own report), so one bay can never
+    # cancel the others through the TaskGroup.
     async with asyncio.TaskGroup() as tg:
         tasks = [
             tg.create_task(run_bay(p, agent(), once=args.once, telemetry=telemetry), name=p)
@@ -216,12 +178,4 @@ def run_dock_command(args: argparse.Namespace) -> int:
     )
     if not args.port and not args.watch:
         raise SystemExit("bodycam dock: give --port PATH (one per bay) or --watch")
-    try:
-        return asyncio.run(_serve(args))
-    except ExceptionGroup as group:
-        closed, rest = group.split(LinkClosedError)
-        if closed is None or rest is not None:
-            raise
-        for exc in closed.exceptions:
-            print(f"bodycam: error: {exc}", file=sys.stderr)
-        return 1
+    return asyncio.run(_serve(args))

@@ -7,6 +7,12 @@ the camera down instead of growing a buffer. A file that exists already in the i
 directory is resumed from its size (the bytes there were fsynced when the previous docking
 ended); its SHA-256 covers the old bytes and the new, so a torn resume is caught and the
 file fetched again from the start.
+
+:func:`fetch_clip` runs one clip's transfer in the order that lets nothing be believed
+early: the listed head files first (sizes bounded by the listing checks), the manifest
+checked against its listed hash and the camera's *registered* key, its segment sizes
+bounded, and only then the segments it vouches for. Every broken promise is a problem for
+that clip, never an exception for the session.
 """
 
 from __future__ import annotations
@@ -14,15 +20,31 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import logging
 import os
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from bodycam.daemon.evidence.errors import EvidenceError
+from bodycam.daemon.evidence.fsio import read_bounded
+from bodycam.daemon.evidence.journal import JOURNAL_NAME
+from bodycam.daemon.evidence.manifest import (
+    MANIFEST_NAME,
+    SIGNATURE_NAME,
+    load_signature,
+    signature_valid,
+)
+from bodycam.daemon.evidence.schema import MAX_MANIFEST_BYTES, Manifest, parse_manifest
+from bodycam.dock import limits
 from bodycam.drivers.link.endpoint import Requester
 from bodycam.drivers.link.frame import CHUNK_SIZE
-from bodycam.drivers.link.messages import Data, FileKind, Message, Read
+from bodycam.drivers.link.messages import ClipEntry, Data, FileKind, Message, Read
+
+_log = logging.getLogger(__name__)
 
 
 class FetchError(Exception):
@@ -97,6 +119,14 @@ def chunk_size(loss: float) -> int:
     return CHUNK_SIZE // 16
 
 
+def write_chunk(fd: int, data: bytes | memoryview, offset: int) -> None:
+    """Write one chunk where it belongs (the file system edge: ENOSPC surfaces here)."""
+    view = memoryview(data)
+    while view:
+        written = os.pwrite(fd, view, offset)
+        view, offset = view[written:], offset + written
+
+
 def _fsync_close(fd: int) -> None:
     try:
         os.fsync(fd)
@@ -130,7 +160,7 @@ async def fetch_files(
         _check_reply(reply, target, clip_id, offset, length)
         assert isinstance(reply, Data)
         data = reply.data
-        os.pwrite(target.fd, data, offset)
+        write_chunk(target.fd, data, offset)
         target.hasher.update(data)
         counters.bytes_received += length
         if on_bytes is not None:
@@ -167,14 +197,20 @@ async def fetch_files(
             await complete_head()
     finally:
         for _, _, _, future in inflight:
-            if future.done() and not future.cancelled():
-                future.exception()  # retrieved: the link error is reported once, by our caller
+            # Retrieved: a link error is reported once, by our caller; a reply that comes
+            # after we gave up is dropped without an "exception never retrieved" warning.
+            future.add_done_callback(_retrieve)
         for target in targets:  # interrupted: keep what arrived, durably, for the next docking
             with contextlib.suppress(OSError):
                 os.fsync(target.fd)
             target.close()
         if syncs:
             await asyncio.gather(*syncs, return_exceptions=True)
+
+
+def _retrieve(future: asyncio.Future[Message]) -> None:
+    if not future.cancelled():
+        future.exception()
 
 
 def _check_reply(reply: Message, target: _Target, clip_id: bytes, offset: int, length: int) -> None:
@@ -192,3 +228,83 @@ def _check_reply(reply: Message, target: _Target, clip_id: bytes, offset: int, l
         raise FetchError(job.path, f"camera's file is {reply.file_size} bytes, expected {job.size}")
     if len(reply.data) != length:
         raise FetchError(job.path, f"{len(reply.data)} bytes at {offset}, expected {length}")
+
+
+@dataclass
+class ClipFetch:
+    """What :func:`fetch_clip` got: the checked manifest, or the problems that stopped it."""
+
+    manifest: Manifest | None
+    problems: list[str]
+
+
+async def fetch_clip(
+    requester: Requester,
+    entry: ClipEntry,
+    incoming: Path,
+    *,
+    device_id: str,
+    device_key: Ed25519PublicKey,
+    counters: FetchCounters,
+    on_bytes: Callable[[int], None] | None = None,
+) -> ClipFetch:
+    """Pull one listed clip into ``incoming``, checking everything that decides what is read.
+
+    ``entry`` must have passed :func:`limits.entry_problems`: the head files are fetched at
+    their listed sizes. The caller still runs ``verify_clip`` on the result.
+
+    Raises:
+        LinkClosedError, RemoteError: The link failed (what was written is fsynced).
+        OSError: Writing failed (a full disk).
+    """
+    head = [
+        FileJob(FileKind.MANIFEST, 0, incoming / MANIFEST_NAME, entry.manifest_size, None),
+        FileJob(FileKind.SIGNATURE, 0, incoming / SIGNATURE_NAME, entry.signature_size, None),
+        FileJob(FileKind.JOURNAL, 0, incoming / JOURNAL_NAME, entry.journal_size, None),
+    ]
+    try:
+        await fetch_files(requester, entry.clip_id, head, counters=counters)
+    except FetchError as exc:
+        return ClipFetch(None, [str(exc)])
+    manifest, problems = _check_manifest(incoming, entry, device_id, device_key)
+    if manifest is None:
+        return ClipFetch(None, problems)
+    problems = limits.manifest_problems(manifest, entry)
+    if problems:
+        return ClipFetch(None, problems)
+    jobs = [
+        FileJob(FileKind.SEGMENT, s.index, incoming / s.name, s.size, bytes.fromhex(s.sha256))
+        for s in manifest.segments
+    ]
+    for attempt in (1, 2):
+        try:
+            await fetch_files(requester, entry.clip_id, jobs, counters=counters, on_bytes=on_bytes)
+            break
+        except FetchError as exc:
+            # Once could be the link (CRC-32 misses 1 in 4 billion); twice is the file.
+            _log.warning("clip %s: %s (attempt %d)", entry.clip_id.hex(), exc, attempt)
+            if attempt == 2:
+                return ClipFetch(None, [f"{exc} (altered on the camera?)"])
+    return ClipFetch(manifest, [])
+
+
+def _check_manifest(
+    incoming: Path, entry: ClipEntry, device_id: str, device_key: Ed25519PublicKey
+) -> tuple[Manifest | None, list[str]]:
+    try:
+        data = read_bounded(incoming / MANIFEST_NAME, MAX_MANIFEST_BYTES, what="manifest")
+        signature = load_signature(incoming)
+    except EvidenceError:
+        signature = b""
+        data = b""
+    if hashlib.sha256(data).digest() != entry.manifest_sha256:
+        return None, ["manifest: differs from the one the camera listed"]
+    if not signature_valid(data, signature, device_key):
+        return None, ["manifest: signature invalid for the registered camera key (edited?)"]
+    try:
+        manifest = parse_manifest(data, source=f"{entry.name}/{MANIFEST_NAME}")
+    except EvidenceError as exc:
+        return None, [str(exc)]
+    if manifest.clip_id != entry.clip_id.hex() or manifest.device_id != device_id:
+        return None, ["manifest: names another clip or camera than the listing"]
+    return manifest, []

@@ -4,7 +4,9 @@ Retained: the dock's state (bays, cameras present, totals) and one topic per bay
 it and how far its offload got), so a dashboard that connects mid-shift sees every dock as it
 is. Events (QoS 1, in order): ``camera_seated``, ``offload_done`` and, for every clip the
 dock refused, ``verification_failed``: evidence that did not verify is something a force
-must hear about at once. Progress goes out as QoS 0, latest only (docs/telemetry.md).
+must hear about at once; so is ``clip_id_conflict``, a clip id that two cameras claim (one
+of them re-signed the other's footage). A session that ended with an error says so in its
+``offload_done`` (``error``). Progress goes out as QoS 0, latest only (docs/telemetry.md).
 """
 
 from __future__ import annotations
@@ -102,9 +104,21 @@ class DockTelemetry:
             "rejected": len(report.rejected),
             "bytes": report.bytes_received,
             "error": report.error,
+            "conflicts": len(report.conflicts),
+            "clock_refused": report.clock_refused,
         }
         self._bay(port, phase="done", **outcome)
-        # Each refused clip first, the session's summary last.
+        # Alerts first (conflicts, each refused clip), the session's summary last.
+        for clip in report.conflicts:
+            self.telemetry.event(
+                "clip_id_conflict",
+                {
+                    "bay": name,
+                    "device_id": report.device_id,
+                    "clip_id": clip.clip_id,
+                    "other_devices": clip.conflict_with[:5],
+                },
+            )
         for clip in report.rejected:
             self.telemetry.event(
                 "verification_failed",
