@@ -30,6 +30,7 @@ async def test_cut_twenty_times_then_complete_without_loss_or_duplicate(tmp_path
         total = sum(c.bytes for c in recorded.values())
         port = (await camera.do({"do": "dock"}))["port"]
         store = setup.store()
+        device = rig.config.device.id
         cuts = 0
         sessions = 0
         while True:
@@ -42,11 +43,13 @@ async def test_cut_twenty_times_then_complete_without_loss_or_duplicate(tmp_path
             # No early delete: whatever left the card is verified and committed in the store.
             on_card = {c.clip_id for c in list_clips(rig.config.clips_dir)}
             for clip_id in set(recorded) - on_card:
-                assert store.is_committed(clip_id), f"{clip_id} deleted before its commit"
-            if report.error is None:
+                assert store.is_committed(device, clip_id), f"{clip_id} deleted before its commit"
+            if cut_at is None:
+                assert report.error is None, report.error
                 break
-            assert cut_at is not None, report.error
-            assert stats.a_to_b >= cut_at, report.error  # it failed because of the cut
+            # Failed because of the cut, or (a cut after every clip was committed, in STATUS or
+            # BYE) a clean end whose lost reply is not a failure.
+            assert stats.a_to_b >= cut_at or report.error is None, report.error
             cuts += 1
         assert cuts >= 20
         assert list_clips(rig.config.clips_dir) == []
