@@ -29,6 +29,8 @@ def _cmd_install(args: argparse.Namespace) -> int:
         print(f"enabled {path} -> {path.readlink()}")
     for note in report.notes:
         print(f"note: {note}")
+    for number, step in enumerate(report.next_steps, start=1):
+        print(f"next {number}: {step}")
     return EXIT_OK
 
 
@@ -49,7 +51,12 @@ def _cmd_provision(args: argparse.Namespace) -> int:
     print(f"  force key {identity.force_key_fingerprint}")
     print(f"  authority key {identity.authority_key_fingerprint}")
     if identity.enrol_file is not None:
-        print(f"  enrol with the docks: bodycam store enrol --store DIR {identity.enrol_file}")
+        # Run as the store's owner on each dock host (docs/hardware.md, "The dock host").
+        print(
+            "  enrol with each dock host (copy the file there): sudo -u bodycam-dock "
+            f"/opt/bodycam/venv/bin/bodycam store enrol --store /var/lib/bodycam-dock "
+            f"{identity.enrol_file.name}"
+        )
     return EXIT_OK
 
 

@@ -11,17 +11,25 @@ What goes where, and why there:
   locations, so a force's own drop-ins in ``/etc`` override them cleanly;
 * units enabled by the symlinks their ``[Install] WantedBy=`` asks for (what
   ``systemctl enable`` makes), so the image boots into a running camera;
-* the service user from ``usr/lib/sysusers.d`` (created now with ``systemd-sysusers --root``
-  when that tool is present, otherwise at first boot by ``systemd-sysusers.service``) and
-  directories from ``usr/lib/tmpfiles.d``;
+* the service user from ``usr/lib/sysusers.d`` and directories from ``usr/lib/tmpfiles.d``
+  (made now with ``systemd-sysusers --root`` and ``systemd-tmpfiles --root --create`` when
+  those tools are present, otherwise at first boot by their services), so that the next
+  steps can run as the service user at once;
 * ``etc/bodycam/config.toml`` from the template, never overwritten: an image rebuilt over a
   provisioned card keeps its identity and its engineer's settings.
+
+A dock host's evidence store is not created here: ``bodycam store init`` makes it, run as
+``bodycam-dock`` (the report's ``next_steps`` say so). The store's retention is the force's
+choice, made once, when the store is made; and this command also builds images on another
+machine (``--root`` of a mounted image), where the store must not exist yet. Installing again
+(an upgrade) never touches a store or the dock's credentials.
 """
 
 from __future__ import annotations
 
 import importlib.resources
 import logging
+import os
 import shutil
 import subprocess
 import sys
@@ -73,11 +81,20 @@ ROLES: dict[Role, RoleFiles] = {
         units=("bodycam-dock@.service",),
         rules=("70-bodycam-dock.rules",),
         sysusers="bodycam-dock.sysusers",
-        tmpfiles=None,
-        directories=(("etc/bodycam-dock", 0o750), ("var/lib/bodycam-dock", 0o750)),
+        tmpfiles="bodycam-dock.tmpfiles",
+        # The credentials are root's alone: the agent gets them through LoadCredential=.
+        directories=(("etc/bodycam-dock", 0o700), ("var/lib/bodycam-dock", 0o750)),
         config=None,
     ),
 }
+
+# Where the dock host's files are once installed (keep in step with bodycam-dock@.service,
+# bodycam-dock.tmpfiles and docs/hardware.md's dock section).
+DOCK_STORE = Path("/var/lib/bodycam-dock")
+DOCK_CREDENTIALS = Path("/etc/bodycam-dock")
+DOCK_USER = "bodycam-dock"
+BODYCAM = Path("/") / VENV_DIR / "bin/bodycam"
+STORE_CONFIG_NAME = "store.toml"  # written by `bodycam store init` (bodycam.dock.store)
 
 
 @dataclass
@@ -90,6 +107,8 @@ class InstallReport:
     enabled: list[Path] = field(default_factory=list)
     masked: list[Path] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    # What the person installing does next, in order (commands on the installed system).
+    next_steps: list[str] = field(default_factory=list)
 
 
 def _resource(package: str, name: str) -> Traversable:
@@ -157,6 +176,50 @@ def _sysusers(report: InstallReport, conf: Path) -> None:
         raise ConfigError(f"install: systemd-sysusers failed: {result.stderr.strip()}")
 
 
+def _tmpfiles(report: InstallReport, conf: Path) -> None:
+    tool = shutil.which("systemd-tmpfiles")
+    if tool is None:
+        report.notes.append(
+            "systemd-tmpfiles not found here: directory owners are set at first boot"
+        )
+        return
+    result = subprocess.run(  # noqa: S603 - fixed tool, paths we wrote
+        [tool, f"--root={report.root}", "--create", str(conf)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode == 0:
+        return
+    problems = result.stderr.strip().splitlines()
+    # Only root may hand a directory to the service user; the modes are set all the same,
+    # and systemd-tmpfiles-setup.service sets the owners at boot.
+    if os.geteuid() != 0 and all("chown" in line for line in problems):
+        report.notes.append(
+            f"not root: {conf.name}'s directories keep this user as owner until first boot"
+        )
+        return
+    raise ConfigError(f"install: systemd-tmpfiles failed: {' / '.join(problems[-3:])}")
+
+
+def _dock_next_steps(report: InstallReport) -> None:
+    credentials = [
+        report.root / DOCK_CREDENTIALS.relative_to("/") / name for name in ("dock.key", "dock.cert")
+    ]
+    if not all(path.is_file() for path in credentials):
+        report.next_steps.append(
+            f"bodycam keygen dock DIR --authority authority.key --dock-id ID (on the force's "
+            f"offline machine), then: sudo install -m 0600 -o root -g root DIR/dock.key "
+            f"DIR/dock.cert {DOCK_CREDENTIALS}/"
+        )
+    if not (report.root / DOCK_STORE.relative_to("/") / STORE_CONFIG_NAME).is_file():
+        report.next_steps.append(f"sudo -u {DOCK_USER} {BODYCAM} store init --store {DOCK_STORE}")
+    report.next_steps.append(
+        f"sudo -u {DOCK_USER} {BODYCAM} store enrol --store {DOCK_STORE} <device-id>.pub"
+    )
+    report.next_steps.append("sudo systemctl daemon-reload && sudo udevadm control --reload")
+
+
 def _make_venv(
     report: InstallReport, python: str, packages: list[str], pip_args: list[str]
 ) -> None:
@@ -212,6 +275,7 @@ def install(
     name = files.sysusers.split(".")[0]
     sysusers = root / SYSUSERS_DIR / f"{name}.conf"
     _put(report, _resource("bodycam.systemd", files.sysusers), sysusers)
+    tmpfiles: Path | None = None
     if files.tmpfiles is not None:
         tmpfiles = root / TMPFILES_DIR / f"{name}.conf"
         _put(report, _resource("bodycam.systemd", files.tmpfiles), tmpfiles)
@@ -227,6 +291,10 @@ def install(
         else:
             _put(report, _resource("bodycam.daemon", f"data/{template}"), path)
     _sysusers(report, sysusers)
+    if tmpfiles is not None:
+        _tmpfiles(report, tmpfiles)  # after sysusers: it names the users sysusers made
+    if role == "dock":
+        _dock_next_steps(report)
     if venv:
         wanted = packages if packages is not None else [p for p in [default_package()] if p]
         if not wanted:

@@ -89,6 +89,50 @@ def test_dock_tree(tmp_path: Path) -> None:
     passwd = (root / "etc/passwd").read_text()
     assert any(line.startswith("bodycam-dock:") for line in passwd.splitlines())
     assert not (root / "etc/bodycam/config.toml").exists()
+    assert (root / "usr/lib/tmpfiles.d/bodycam-dock.conf").is_file()
+    # The credentials are root's alone (the unit loads them with LoadCredential=); the store
+    # directory is the agent's, so `store init` can run as bodycam-dock at once.
+    credentials = root / "etc/bodycam-dock"
+    store = root / "var/lib/bodycam-dock"
+    assert stat.S_IMODE(credentials.stat().st_mode) == 0o700
+    assert stat.S_IMODE(store.stat().st_mode) == 0o750
+    if os.geteuid() == 0:
+        uid = int(next(line for line in passwd.splitlines() if line.startswith("bodycam-dock:"))
+                  .split(":")[2])  # fmt: skip
+        assert store.stat().st_uid == uid
+        assert (credentials.stat().st_uid, credentials.stat().st_gid) == (0, 0)
+    # The store is made by `store init` as its owner, a step the report names, in order.
+    steps = report.next_steps
+    assert [i for i, step in enumerate(steps) if "keygen dock" in step] == [0]
+    assert "sudo -u bodycam-dock /opt/bodycam/venv/bin/bodycam store init" in steps[1]
+    assert "store enrol" in steps[2]
+    assert not list(store.iterdir())
+
+
+def test_dock_install_again_keeps_store_and_credentials(tmp_path: Path) -> None:
+    root = tmp_path / "dock"
+    install(root, role="dock", venv=False)
+    key = root / "etc/bodycam-dock/dock.key"
+    key.write_bytes(b"key")
+    key.chmod(0o600)
+    (root / "etc/bodycam-dock/dock.cert").write_bytes(b"cert")
+    store_toml = root / "var/lib/bodycam-dock/store.toml"
+    store_toml.write_text("retention_days = 90\n")
+    report = install(root, role="dock", venv=False)  # an upgrade
+    assert key.read_bytes() == b"key"
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600
+    assert store_toml.read_text() == "retention_days = 90\n"
+    # Done steps are not asked for again.
+    assert not any("keygen dock" in step or "store init" in step for step in report.next_steps)
+
+
+def test_install_command_prints_the_dock_next_steps(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = tmp_path / "dock"
+    assert main(["install", "--root", str(root), "--role", "dock", "--no-venv"]) == 0
+    out = capsys.readouterr().out
+    assert "next 2: sudo -u bodycam-dock /opt/bodycam/venv/bin/bodycam store init" in out
 
 
 def test_wanted_by_reads_only_the_install_section() -> None:

@@ -268,6 +268,40 @@ def test_dock_agent_unit() -> None:
     assert unit.values(s, "CapabilityBoundingSet") == [""]
 
 
+def test_dock_agent_reads_its_key_through_load_credential() -> None:
+    """systemd (root) copies the key for the agent; the agent is never given /etc's copy."""
+    unit = load_unit("bodycam-dock@.service")
+    s = "Service"
+    assert unit.values(s, "LoadCredential") == [
+        "dock.key:/etc/bodycam-dock/dock.key",
+        "dock.cert:/etc/bodycam-dock/dock.cert",
+    ]
+    exec_start = unit.single(s, "ExecStart").split()
+    # %d: the credentials directory (systemd >= 248), where the names above appear.
+    assert exec_start[exec_start.index("--credentials") + 1] == "%d"
+    assert exec_start[exec_start.index("--store") + 1] == "/var/lib/bodycam-dock"
+    # Retention lives in the store's own store.toml, not on the command line.
+    assert not any(word.startswith("--retention") for word in exec_start)
+    readable = unit.words(s, "ReadOnlyPaths") + unit.words(s, "ReadWritePaths")
+    assert not any(path.lstrip("-").startswith("/etc/bodycam-dock") for path in readable)
+
+
+def test_dock_unit_example_drop_in_loads_the_broker_files_as_credentials() -> None:
+    """The mTLS drop-in in the unit's comment: every file it passes comes from %d."""
+    comments = load_unit("bodycam-dock@.service").comments
+    example = [line for line in comments if "--broker-cert" in line]
+    assert len(example) == 1, example
+    words = example[0].removeprefix("ExecStart=").split()
+    loaded = {
+        line.removeprefix("LoadCredential=").split(":", 1)[0]
+        for line in comments
+        if line.startswith("LoadCredential=")
+    }
+    for option in ("--credentials", "--broker-ca", "--broker-cert", "--broker-key"):
+        value = words[words.index(option) + 1]
+        assert value == "%d" or value.removeprefix("%d/") in loaded, (option, value)
+
+
 def test_parser_reads_repeats_continuations_and_comments() -> None:
     unit = parse_unit(
         "# head\n[Service]\nDeviceAllow=a rw\nDeviceAllow=b r\nExecStart=/bin/x \\\n"
@@ -359,6 +393,47 @@ def test_tmpfiles_make_the_state_and_key_directories(sysusers_root: Path) -> Non
         # Not root: everything but the chown to bodycam (checked as root) must have worked.
         problems = [line for line in result.stderr.splitlines() if "fchownat()" not in line]
         assert not problems, result.stderr
+
+
+def test_dock_tmpfiles_keep_the_credentials_from_the_agent(sysusers_root: Path) -> None:
+    tool = require_tool("systemd-tmpfiles")
+    result = run_tool(
+        [tool, f"--root={sysusers_root}", "--create", str(SYSTEMD_DIR / "bodycam-dock.tmpfiles")]
+    )
+    store = sysusers_root / "var/lib/bodycam-dock"
+    credentials = sysusers_root / "etc/bodycam-dock"
+    assert store.stat().st_mode & 0o7777 == 0o750
+    # Only root (and systemd's LoadCredential=, as root) may open the dock's key.
+    assert credentials.stat().st_mode & 0o7777 == 0o700
+    uid = int(_read_db(sysusers_root / "etc/passwd")["bodycam-dock"][2])
+    if os.geteuid() == 0:
+        assert result.returncode == 0, result.stderr
+        assert store.stat().st_uid == uid
+        assert (credentials.stat().st_uid, credentials.stat().st_gid) == (0, 0)
+    else:
+        problems = [line for line in result.stderr.splitlines() if "fchownat()" not in line]
+        assert not problems, result.stderr
+
+
+def test_dock_tmpfiles_agree_with_the_unit() -> None:
+    unit = load_unit("bodycam-dock@.service")
+    lines = {
+        fields[1]: fields
+        for fields in (
+            line.split()
+            for line in (SYSTEMD_DIR / "bodycam-dock.tmpfiles").read_text().splitlines()
+            if line.strip() and not line.startswith("#")
+        )
+    }
+    store = "/var/lib/" + unit.single("Service", "StateDirectory")
+    _, _, mode, user, group, _ = lines[store]
+    assert mode == unit.single("Service", "StateDirectoryMode")
+    assert (user, group) == (unit.single("Service", "User"), unit.single("Service", "Group"))
+    sources = {
+        v.split(":", 1)[1].rsplit("/", 1)[0] for v in unit.values("Service", "LoadCredential")
+    }
+    assert sources == {"/etc/bodycam-dock"}
+    assert lines["/etc/bodycam-dock"][2:5] == ["0700", "root", "root"]
 
 
 def test_tmpfiles_agree_with_the_unit_and_the_config() -> None:
