@@ -13,6 +13,7 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 
+from bodycam.daemon.dock.clock_trust import CLOCK_TRUST_FILE, ClockTrust
 from bodycam.daemon.dock.policy import SignedPolicy, load_signed_policy, save_signed_policy
 from bodycam.daemon.dock.session import TimeChange
 from bodycam.daemon.evidence.verify import is_clip_dir
@@ -50,6 +51,9 @@ class DeviceDockHooks:
         self.on_clock_set = on_clock_set
         self.on_committed = on_committed
         self.current_policy_serial = 0
+        # Who set the clock and whether a second dock confirmed it, kept across restarts;
+        # the device hands it to DockService (``clock_trust=hooks.clock_trust``).
+        self.clock_trust = ClockTrust(state_dir / CLOCK_TRUST_FILE)
         stored = None
         try:
             stored = load_signed_policy(state_dir, None)

@@ -1,8 +1,14 @@
 """The daemon's docking service: while the camera sits in a dock, answer the dock.
 
 It waits for the board's dock port to report a dock, opens the link, and serves sessions on
-it (one :class:`CameraSession` per HELLO) until the camera is lifted out. Undocking closes
-the link at once; whatever was not COMMITted simply stays on the card for next time.
+it until the camera is lifted out. Undocking closes the link at once; whatever was not
+COMMITted simply stays on the card for next time.
+
+Nothing authenticated outlives its connection: every session (a new :class:`Responder` and
+:class:`CameraSession`) starts ``NEW`` after a hang-up, a re-open of the port or silence
+(``idle_timeout_s``), and within a session a request from another request stream drops the
+authentication (``CameraSession.new_peer``). Only the failed-authentication limiter and the
+clock-trust state are shared by sessions.
 """
 
 from __future__ import annotations
@@ -11,8 +17,10 @@ import asyncio
 import logging
 from collections.abc import Callable
 
+from bodycam.daemon.dock.clock_trust import ClockTrust
 from bodycam.daemon.dock.outbox import Outbox
 from bodycam.daemon.dock.session import (
+    MAX_REQUEST_PAYLOAD,
     AuthLimiter,
     CameraHooks,
     CameraIdentity,
@@ -41,6 +49,7 @@ class DockService:
         *,
         idle_timeout_s: float = IDLE_TIMEOUT_S,
         on_session_end: Callable[[SessionLog], None] | None = None,
+        clock_trust: ClockTrust | None = None,
     ) -> None:
         self.port = port
         self.on_session_end = on_session_end
@@ -48,6 +57,8 @@ class DockService:
         self.outbox = outbox
         self.hooks = hooks
         self.limiter = AuthLimiter()
+        # Pass one backed by the state directory, or the trust state ends with the process.
+        self.clock_trust = clock_trust if clock_trust is not None else ClockTrust()
         self.idle_timeout_s = idle_timeout_s
         self.sessions = 0
         self.data_bytes_sent = 0
@@ -84,8 +95,16 @@ class DockService:
 
     async def _serve(self, link: ByteLink) -> None:
         while self._docked.is_set():
-            session = CameraSession(self.identity, self.outbox, self.hooks, self.limiter)
-            responder = Responder(link, session.handle, idle_timeout_s=self.idle_timeout_s)
+            session = CameraSession(
+                self.identity, self.outbox, self.hooks, self.limiter, self.clock_trust
+            )
+            responder = Responder(
+                link,
+                session.handle,
+                idle_timeout_s=self.idle_timeout_s,
+                max_payload=MAX_REQUEST_PAYLOAD,
+                on_new_peer=session.new_peer,
+            )
             try:
                 await responder.run()
             except LinkClosedError as exc:

@@ -7,7 +7,10 @@ served, until BYE. Before ``AUTHENTICATED`` only HELLO, AUTH_DOCK and BYE are an
 nothing about clips, not even how many there are.
 
 Failed authentications are logged and rate-limited (the limiter outlives sessions), so a
-rogue dock cannot try keys at link speed.
+rogue dock cannot try keys at link speed. A session is bound to its connection: when the
+Responder sees a request from another request stream (:meth:`CameraSession.new_peer`) the
+session falls back to ``NEW`` and forgets the dock. TIME_SET obeys the clock-trust rule
+(:mod:`bodycam.daemon.dock.clock_trust`).
 """
 
 from __future__ import annotations
@@ -34,19 +37,22 @@ from bodycam.daemon.dock.auth import (
     verify,
     verify_dock_certificate,
 )
+from bodycam.daemon.dock.clock_trust import ClockRefused, ClockTrust
 from bodycam.daemon.dock.outbox import Outbox
 from bodycam.daemon.dock.policy import PolicyError, SignedPolicy, check_signed_policy
 from bodycam.daemon.evidence.keys import raw_public_bytes
 from bodycam.drivers.link.endpoint import SessionEnded
 from bodycam.drivers.link.errors import ProtocolError
-from bodycam.drivers.link.frame import MAX_PAYLOAD
 from bodycam.drivers.link.messages import (
+    MAX_POLICY_SIZE,
     PROTOCOL_VERSION,
     SCHEMA_HASH,
+    Ack,
     AuthDevice,
     AuthDock,
     Bye,
     ByeAck,
+    ByeReason,
     Capability,
     Commit,
     CommitAck,
@@ -54,7 +60,9 @@ from bodycam.drivers.link.messages import (
     ConfigAck,
     ConfigPush,
     Data,
+    DockCertificate,
     ErrorCode,
+    FileKind,
     Hello,
     ListClips,
     ListReply,
@@ -74,6 +82,45 @@ LIST_PAGE = 64
 CAMERA_CAPABILITIES = Capability.RESUME | Capability.TIME | Capability.CONFIG
 # After the n-th failed authentication in a row, refuse for min(2**(n-1), 60) seconds.
 _LOCKOUT_MAX_S = 60.0
+
+
+def largest_requests() -> list[Message]:
+    """The largest message of every type a dock may send, every bounded field at its bound."""
+    cert = DockCertificate(
+        dock_id="d" * 64,
+        public_key=bytes(32),
+        not_before_s=0,
+        not_after_s=0,
+        issuer=bytes(8),
+        signature=bytes(64),
+    )
+    return [
+        Hello(
+            PROTOCOL_VERSION,
+            SCHEMA_HASH,
+            Role.DOCK,
+            "n" * 64,
+            "f" * 64,
+            Capability(0),
+            0,
+            0,
+            bytes(32),
+        ),
+        AuthDock(cert, bytes(64)),
+        TimeSet(0, bytes(64)),
+        ConfigPush(bytes(MAX_POLICY_SIZE), bytes(64)),
+        ListClips(0, 0),
+        Read(bytes(16), FileKind.SEGMENT, 0, 0, 0),
+        Commit(bytes(16), bytes(32), bytes(64)),
+        StatusReq(),
+        Bye(ByeReason.DONE),
+        Ack(),
+    ]
+
+
+# The camera's deframer takes no payload longer than the largest request (CONFIG_PUSH with a
+# full policy, 8 258 bytes): a forged header cannot make it wait for 64 KiB.
+MAX_REQUEST_PAYLOAD = max(len(encode_message(m)) for m in largest_requests())
 
 
 class Phase(enum.Enum):
@@ -154,8 +201,10 @@ class SessionLog:
     clips_deleted: int = 0
     data_bytes: int = 0
     clock_offset_s: float | None = None
+    clock_refusal: str | None = None
     policy_serial: int | None = None
     refusal: str | None = None
+    foreign_requests: int = 0  # requests from another connection that reset the session
 
 
 class CameraSession:
@@ -167,16 +216,40 @@ class CameraSession:
         outbox: Outbox,
         hooks: CameraHooks,
         limiter: AuthLimiter,
+        clock_trust: ClockTrust | None = None,
     ) -> None:
         self.identity = identity
         self.outbox = outbox
         self.hooks = hooks
         self.limiter = limiter
+        # Shared by the sessions of a daemon (a different dock confirms in another session).
+        self.clock_trust = clock_trust if clock_trust is not None else ClockTrust()
         self.phase = Phase.NEW
         self.log = SessionLog()
+        self._forget()
+
+    def _forget(self) -> None:
         self._transcript = b""
-        self._dock_hello = b""
         self._dock_key: Ed25519PublicKey | None = None
+        self._dock_cert: DockCertificate | None = None
+
+    def new_peer(self, seq: int) -> None:
+        """Another connection is talking (the Responder's ``on_new_peer``): start over.
+
+        A request whose number this session's dock cannot send comes from somebody else,
+        e.g. a second process on the same tty after the dock died without BYE. It must not
+        inherit the authentication: back to ``NEW``; the next requests need HELLO and AUTH.
+        """
+        self.log.foreign_requests += 1
+        if self.phase is not Phase.NEW:
+            _log.warning(
+                "dock %s: request %d came from another connection; session dropped, "
+                "HELLO and AUTH needed again",
+                self.log.dock_id,
+                seq,
+            )
+        self.phase = Phase.NEW
+        self._forget()
 
     async def handle(self, message: Message) -> Message | None:
         if isinstance(message, Hello):
@@ -215,7 +288,7 @@ class CameraSession:
 
     def _hello(self, hello: Hello) -> Hello:
         self.phase = Phase.NEW
-        self._dock_key = None
+        self._forget()
         if hello.role != Role.DOCK:
             raise ProtocolError(ErrorCode.BAD_STATE, "HELLO must come from a dock")
         if hello.protocol_version != PROTOCOL_VERSION:
@@ -236,7 +309,7 @@ class CameraSession:
             node_id=self.identity.device_id,
             firmware=self.identity.firmware[:64],
             capabilities=CAMERA_CAPABILITIES,
-            max_payload=MAX_PAYLOAD,
+            max_payload=MAX_REQUEST_PAYLOAD,
             window=16,
             nonce=os.urandom(32),
         )
@@ -258,6 +331,7 @@ class CameraSession:
             raise ProtocolError(ErrorCode.AUTH_FAILED, str(exc)[:200]) from None
         self.limiter.succeeded()
         self._dock_key = dock_key
+        self._dock_cert = auth.certificate
         self.phase = Phase.AUTHENTICATED
         self.log.authenticated = True
         self.log.dock_id = auth.certificate.dock_id
@@ -273,7 +347,9 @@ class CameraSession:
         authority = self.identity.authority
         if authority is None:
             raise AuthError("this camera holds no force authority key (not provisioned)")
-        now = self.hooks.utc_now() if self.hooks.clock_is_set() else None
+        # Checked against the clock only once two docks agree on it (docs/protocol.md,
+        # "Clock trust"): one wrong dock must not lock out every honest one.
+        now = self.clock_trust.certificate_time(self.hooks.utc_now(), self.hooks.clock_is_set())
         dock_key = verify_dock_certificate(auth.certificate, authority, now=now)
         if not verify(dock_key, auth.signature, AUTH_DOCK_CONTEXT, self._transcript):
             raise AuthError(
@@ -324,9 +400,34 @@ class CameraSession:
         self._signed_by_dock(
             message.signature, TIME_CONTEXT, message.utc_us.to_bytes(8, "little", signed=True)
         )
-        utc = dt.datetime.fromtimestamp(message.utc_us / 1_000_000, dt.UTC)
+        cert = self._dock_cert
+        assert cert is not None  # authenticated
+        try:
+            utc = dt.datetime.fromtimestamp(message.utc_us / 1_000_000, dt.UTC)
+        except (OverflowError, OSError, ValueError):
+            raise ProtocolError(ErrorCode.BAD_RANGE, "TIME_SET: no such time") from None
+        try:
+            decision = self.clock_trust.check(
+                dock_id=cert.dock_id,
+                not_before_s=cert.not_before_s,
+                not_after_s=cert.not_after_s,
+                utc=utc,
+                now=self.hooks.utc_now(),
+                clock_is_set=self.hooks.clock_is_set(),
+            )
+        except ClockRefused as exc:
+            self.log.clock_refusal = str(exc)
+            _log.warning("clock: TIME_SET refused: %s", exc)
+            raise ProtocolError(ErrorCode.BAD_RANGE, f"TIME_SET refused: {exc}"[:200]) from None
         change = self.hooks.set_time(utc)
+        record = self.clock_trust.applied(decision, change.offset_s)
         self.log.clock_offset_s = change.offset_s
+        _log.info(
+            "clock: set by dock %s, corrected by %+.3f s; now %s",
+            cert.dock_id,
+            change.offset_s,
+            record.status,
+        )
         return TimeAck(
             previous_utc_us=int(change.previous_utc.timestamp() * 1_000_000),
             offset_us=round(change.offset_s * 1_000_000),

@@ -17,7 +17,15 @@ The dock asks and the camera answers (docs/protocol.md, "Sequence numbers"):
   Its cache is bounded by the window; it never buffers more than that for a slow dock.
 
 Frames that fail their checks are dropped by the deframer; the retry covers them. A frame
-that is intact but not understood gets an ERROR reply naming the problem.
+that is intact but not understood gets an ERROR reply naming the problem. A partial frame
+that does not complete in time (``partial_frame_s``) is abandoned and the bytes behind its
+header are scanned again, so a forged header costs at most one frame's bytes and a second.
+
+A session is bound to its request stream: after a HELLO, the Responder knows which numbers
+that dock can still send (a window above what it has answered, and retries of what it has
+just answered). A request numbered outside that range comes from another connection (a
+second process on the same tty after the first died without BYE): the Responder forgets the
+session (``on_new_peer``) before it answers, so nothing authenticated carries over.
 """
 
 from __future__ import annotations
@@ -34,7 +42,13 @@ from dataclasses import dataclass
 
 from bodycam.drivers.interfaces import ByteLink, LinkClosedError
 from bodycam.drivers.link.errors import ProtocolError
-from bodycam.drivers.link.frame import FLAG_IGNORABLE, Deframer, Frame, encode_frame
+from bodycam.drivers.link.frame import (
+    FLAG_IGNORABLE,
+    MAX_PAYLOAD,
+    Deframer,
+    Frame,
+    encode_frame,
+)
 from bodycam.drivers.link.messages import (
     ErrorCode,
     ErrorReply,
@@ -47,7 +61,11 @@ from bodycam.drivers.link.messages import (
 _log = logging.getLogger(__name__)
 
 DEFAULT_WINDOW = 16
+# A partial frame not completed this long after it began (Responder) or after its last
+# byte (Requester) is abandoned. A whole request crosses USB or a pty in milliseconds.
+PARTIAL_FRAME_S = 1.0
 _SEQ_LIMIT = 0xFFFF_FFFF
+_SEQ_SPACE = _SEQ_LIMIT + 1
 
 Parts = tuple[bytes, bytes | bytearray | memoryview, bytes]
 
@@ -98,6 +116,7 @@ class Requester:
         retry_s: float = 0.5,
         silence_s: float = 5.0,
         initial_seq: int | None = None,
+        partial_frame_s: float = PARTIAL_FRAME_S,
     ) -> None:
         if window < 1:
             raise ValueError("window must be at least 1")
@@ -109,6 +128,7 @@ class Requester:
         self.window = window
         self.retry_s = retry_s
         self.silence_s = silence_s
+        self.partial_frame_s = partial_frame_s
         self.loss = 0.0
         self._last_heard = time.monotonic()
         self.stats = LinkStats()
@@ -186,10 +206,19 @@ class Requester:
     # ----- replies ------------------------------------------------------------------------
 
     async def _read_loop(self) -> None:
+        deframer = self._deframer
         try:
             while True:
-                data = await self.link.read()
-                for frame in self._deframer.feed(data):
+                # The camera does not resend: a partial frame that stops growing is dead.
+                stall = self.partial_frame_s if deframer.buffered else None
+                try:
+                    async with asyncio.timeout(stall):
+                        data = await self.link.read()
+                except TimeoutError:
+                    frames = deframer.abandon()
+                else:
+                    frames = deframer.feed(data)
+                for frame in frames:
                     self.stats.frames_received += 1
                     self._last_heard = time.monotonic()
                     await self._on_frame(frame)
@@ -262,6 +291,19 @@ class Requester:
                 pending.future.exception()
 
 
+def _ahead(base: int, seq: int) -> int:
+    """How far ``seq`` is above ``base`` in the wrapping number space (negative: below)."""
+    diff = (seq - base) % _SEQ_SPACE
+    return diff - _SEQ_SPACE if diff >= _SEQ_SPACE // 2 else diff
+
+
+def _type_name(msg_type: int) -> str:
+    try:
+        return MsgType(msg_type).name
+    except ValueError:
+        return f"{msg_type:#06x}"
+
+
 def _error_text(frame: Frame) -> str:
     try:
         reply = decode_message(frame.type, frame.payload)
@@ -286,6 +328,7 @@ class ResponderStats(LinkStats):
     requests: int = 0
     replays: int = 0
     stale: int = 0
+    foreign: int = 0
     data_bytes_sent: int = 0
 
 
@@ -298,7 +341,18 @@ class SessionEnded(Exception):  # noqa: N818 - a signal from a handler, not an e
 
 
 class Responder:
-    """The answering side (the camera): serves one link until BYE, hang-up or silence."""
+    """The answering side (the camera): serves one link until BYE, hang-up or silence.
+
+    Args:
+        link: The link to serve.
+        handler: Answers each request (the camera's session).
+        window: Most requests the dock keeps unanswered (the camera's HELLO says so).
+        idle_timeout_s: The session ends after this long without a byte from the dock.
+        max_payload: Largest request payload accepted; longer headers are dropped at once.
+        partial_frame_s: A partial frame not complete this long after it began is abandoned.
+        on_new_peer: Called (with the request's seq) before a request from outside this
+            session's request stream is handled: the handler must forget the session.
+    """
 
     def __init__(
         self,
@@ -307,18 +361,30 @@ class Responder:
         *,
         window: int = DEFAULT_WINDOW,
         idle_timeout_s: float = 30.0,
+        max_payload: int = MAX_PAYLOAD,
+        partial_frame_s: float = PARTIAL_FRAME_S,
+        on_new_peer: Callable[[int], None] | None = None,
     ) -> None:
         self.link = link
         self.handler = handler
         self.window = window
         self.idle_timeout_s = idle_timeout_s
+        self.partial_frame_s = partial_frame_s
+        self.on_new_peer = on_new_peer
         self.stats = ResponderStats()
-        self._deframer = Deframer()
+        self._deframer = Deframer(max_payload)
         self._lock = asyncio.Lock()
         self._cache: OrderedDict[int, _Cached] = OrderedDict()
         self._processed: set[int] = set()
         self._cum_ack = 0
         self._peer_ack = 0
+        self._high = 0  # the highest request number handled in this session
+        self._bound = False  # a HELLO has fixed this session's request stream
+
+    @property
+    def deframer(self) -> Deframer:
+        """The deframer of this link (its counters are diagnostics)."""
+        return self._deframer
 
     async def run(self) -> None:
         """Answer until the peer says BYE (returns) or goes silent (returns).
@@ -326,27 +392,49 @@ class Responder:
         Raises:
             LinkClosedError: The link went away (the dock vanished or was unplugged).
         """
+        loop = asyncio.get_running_loop()
+        deframer = self._deframer
+        partial_since = 0.0
         while True:
+            wait = self.idle_timeout_s
+            if deframer.buffered:
+                # The honest dock's retries keep bytes coming, so the deadline counts from
+                # where the partial frame began, not from its last byte.
+                wait = min(wait, max(0.0, partial_since + self.partial_frame_s - loop.time()))
             try:
-                async with asyncio.timeout(self.idle_timeout_s):
+                async with asyncio.timeout(wait):
                     data = await self.link.read()
             except TimeoutError:
+                if not deframer.buffered or wait >= self.idle_timeout_s:
+                    _log.warning(
+                        "%s: dock silent for %.0f s; ending the session",
+                        self.link.name,
+                        self.idle_timeout_s,
+                    )
+                    return
+                frames = deframer.abandon()
                 _log.warning(
-                    "%s: dock silent for %.0f s; ending the session",
+                    "%s: a frame did not complete within %.1f s; dropped it",
                     self.link.name,
-                    self.idle_timeout_s,
+                    self.partial_frame_s,
                 )
-                return
-            for frame in self._deframer.feed(data):
+                partial_since = loop.time()
+            else:
+                pending = deframer.buffered
+                frames = deframer.feed(data)
+                if deframer.buffered and (frames or not pending):
+                    partial_since = loop.time()  # a new partial frame began in this read
+            for frame in frames:
                 self.stats.frames_received += 1
                 if await self._on_frame(frame):
                     return
 
     async def _on_frame(self, frame: Frame) -> bool:
         """Handle one frame; True when the session is over."""
-        self._peer_ack = max(self._peer_ack, frame.ack)
-        self._forget_acknowledged()
-        if frame.type == MsgType.ACK or frame.seq == 0:
+        if frame.seq == 0 or frame.type == MsgType.ACK:
+            if self._plausible_ack(frame.ack):
+                self._peer_ack = max(self._peer_ack, frame.ack)
+                self._forget_acknowledged()
             return False
         digest = hashlib.blake2b(
             frame.type.to_bytes(2, "little") + frame.payload, digest_size=16
@@ -358,9 +446,26 @@ class Responder:
             return False
         if frame.type == MsgType.HELLO:
             self._reset(frame.seq)  # a new dock connection (or a new session on the same one)
+            self._bound = True
+        elif self._bound and not self._in_session(frame.seq):
+            # No request of this session's dock can carry this number: another connection.
+            _log.warning(
+                "%s: request %s numbered %d is outside this session's stream: "
+                "a new connection; the session is forgotten",
+                self.link.name,
+                _type_name(frame.type),
+                frame.seq,
+            )
+            self.stats.foreign += 1
+            self._reset(frame.seq)
+            if self.on_new_peer is not None:
+                self.on_new_peer(frame.seq)
         elif frame.seq in self._processed or self._recently_done(frame.seq):
             self.stats.stale += 1  # answered, and the dock said it has the answer
             return False
+        if self._plausible_ack(frame.ack):
+            self._peer_ack = max(self._peer_ack, frame.ack)
+            self._forget_acknowledged()
         self.stats.requests += 1
         ended = False
         try:
@@ -376,6 +481,8 @@ class Responder:
                 reply = ErrorReply(code=exc.code, ref_type=frame.type, detail=detail)
                 self.stats.errors_sent += 1
         self._mark_processed(frame.seq)
+        if _ahead(self._high, frame.seq) > 0:
+            self._high = frame.seq
         if reply is not None:
             payload = encode_message(reply)
             parts = encode_frame(int(reply.TYPE), payload, seq=frame.seq, ack=self._cum_ack)
@@ -389,13 +496,32 @@ class Responder:
     def _recently_done(self, seq: int) -> bool:
         # A duplicate of a request answered a moment ago. A number far below (another
         # dock's random start) is a new request and gets a real answer, if only an ERROR.
-        return 0 <= (self._cum_ack - seq) % (_SEQ_LIMIT + 1) < 4 * self.window
+        return 0 <= (self._cum_ack - seq) % _SEQ_SPACE < 4 * self.window
+
+    def _in_session(self, seq: int) -> bool:
+        """Whether this session's dock can send a request numbered ``seq``.
+
+        It numbers new requests one by one and keeps at most ``window`` unanswered, so a new
+        one lies at most a window above the highest handled; a retry lies in the gaps below
+        that or among the last answered (which :meth:`_recently_done` then ignores).
+        """
+        if self._recently_done(seq):
+            return True
+        return 0 < _ahead(self._cum_ack, seq) <= _ahead(self._cum_ack, self._high) + self.window
+
+    def _plausible_ack(self, ack: int) -> bool:
+        # Once bound, an ack names a reply already sent: none above the highest request
+        # handled (a stranger's ack must not make the camera forget this session's replies).
+        if not self._bound:
+            return True
+        return _ahead(ack, self._high) >= 0 and _ahead(self._cum_ack, ack) <= 4 * self.window
 
     def _reset(self, first_seq: int) -> None:
         self._cache.clear()
         self._processed.clear()
         self._cum_ack = first_seq - 1
         self._peer_ack = first_seq - 1
+        self._high = first_seq - 1
 
     def _mark_processed(self, seq: int) -> None:
         self._processed.add(seq)
@@ -421,6 +547,7 @@ class Responder:
 
 __all__ = [
     "DEFAULT_WINDOW",
+    "PARTIAL_FRAME_S",
     "Handler",
     "LinkStats",
     "PeerSilentError",

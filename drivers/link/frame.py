@@ -177,7 +177,8 @@ class DeframerStats:
     """What a :class:`Deframer` has seen since it was created.
 
     Every byte fed ends up in exactly one place: an accepted frame, ``garbage_bytes`` or the
-    deframer's buffer (``Deframer.buffered``).
+    deframer's buffer (``Deframer.buffered``). ``abandoned`` counts partial frames given up
+    by :meth:`Deframer.abandon` (their first byte is counted as garbage).
     """
 
     frames: int = 0
@@ -185,6 +186,7 @@ class DeframerStats:
     bad_header: int = 0
     oversized: int = 0
     bad_crc: int = 0
+    abandoned: int = 0
 
 
 class Deframer:
@@ -227,6 +229,27 @@ class Deframer:
         self.stats.garbage_bytes += len(self._buf)
         self._buf.clear()
         self._need = 0
+
+    def abandon(self) -> list[Frame]:
+        """Give up on the partial frame held in the buffer and look for frames inside it.
+
+        Called when a partial frame has not completed in time (a forged header whose length
+        promises bytes that never come, or a frame cut short by a reconnect): its first magic
+        byte is stepped over and the buffered bytes are scanned again, because a real frame
+        may begin inside them. Returns the frames found, in order; what is left (a newer
+        partial frame) stays buffered. Does nothing when nothing is buffered.
+        """
+        buf = self._buf
+        if not buf:
+            return []
+        self.stats.abandoned += 1
+        self.stats.garbage_bytes += 1
+        del buf[:1]
+        frames: list[Frame] = []
+        pos = self._scan(buf, frames)
+        if pos:
+            del buf[:pos]
+        return frames
 
     def feed(self, data: bytes | bytearray | memoryview) -> list[Frame]:
         """Take the next bytes from the wire and return the frames they complete, in order.

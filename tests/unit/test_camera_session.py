@@ -22,6 +22,7 @@ from bodycam.daemon.dock.auth import (
     transcript_hash,
     verify,
 )
+from bodycam.daemon.dock.clock_trust import ClockRecord, ClockStatus, ClockTrust
 from bodycam.daemon.dock.outbox import Outbox
 from bodycam.daemon.dock.policy import Policy, SignedPolicy, sign_policy
 from bodycam.daemon.dock.session import (
@@ -103,7 +104,7 @@ class FakeHooks:
 
     def set_time(self, utc: dt.datetime) -> TimeChange:
         self.calls.append(("set_time", utc))
-        change = TimeChange(self.now, (utc - self.now).total_seconds(), True)
+        change = TimeChange(self.now, (utc - self.now).total_seconds(), self.clock_set)
         self.now, self.clock_set = utc, True
         return change
 
@@ -146,9 +147,14 @@ class World:
     clock: FakeClock
     limiter: AuthLimiter
     identity: CameraIdentity
+    trust: ClockTrust = field(default_factory=ClockTrust)
 
     def session(self) -> CameraSession:
-        return CameraSession(self.identity, self.outbox, self.hooks, self.limiter)
+        return CameraSession(self.identity, self.outbox, self.hooks, self.limiter, self.trust)
+
+    def confirm_clock(self) -> None:
+        """As if two docks had agreed on the camera's clock."""
+        self.trust.record = ClockRecord(ClockStatus.CONFIRMED, "dock-a", "dock-b", 0.0, None)
 
 
 @pytest.fixture
@@ -419,6 +425,11 @@ async def test_expired_certificate_depends_on_the_camera_clock(world: World) -> 
     )
     session = world.session()
     transcript = await greet(session)
+    # A provisional clock (set, but not confirmed by a second dock) does not judge validity.
+    assert isinstance(await session.handle(auth_dock(world, transcript, cert=expired)), AuthDevice)
+    world.confirm_clock()
+    session = world.session()
+    transcript = await greet(session)
     assert await refused(session, auth_dock(world, transcript, cert=expired)) == (
         ErrorCode.AUTH_FAILED
     )
@@ -637,3 +648,137 @@ async def test_config_push_signed_by_another_key_is_rejected(world: World) -> No
         assert await refused(session, message) == ErrorCode.POLICY_REJECTED
     assert "apply_policy" not in world.hooks.names()
     assert session.log.policy_serial is None
+
+
+# ----- a session is bound to its connection ---------------------------------------------------
+
+
+async def test_a_new_peer_drops_the_authentication(world: World) -> None:
+    session = world.session()
+    transcript = await authenticate(world, session)
+    entry = (await list_all(session))[0]
+    session.new_peer(123_456)  # the Responder saw a request from another request stream
+    assert session.phase is Phase.NEW
+    assert session.log.foreign_requests == 1
+    for message in _requests_after_auth(world):
+        assert await refused(session, message) == ErrorCode.NOT_AUTHENTICATED
+    # The old transcript is gone too: the old dock's signatures prove nothing now.
+    message = commit(world.dock_key, transcript, entry.clip_id, entry.chain_head)
+    assert await refused(session, message) == ErrorCode.NOT_AUTHENTICATED
+    assert all(clip.directory.is_dir() for clip in world.clips)
+    assert await refused(session, auth_dock(world, transcript)) == ErrorCode.BAD_STATE
+
+
+# ----- clock trust ----------------------------------------------------------------------------
+
+
+@dataclass
+class Dock:
+    key: Ed25519PrivateKey
+    cert: DockCertificate
+
+
+def make_dock(world: World, dock_id: str, *, days: float = 365) -> Dock:
+    key = Ed25519PrivateKey.generate()
+    cert = issue_dock_certificate(
+        world.authority,
+        key.public_key(),
+        dock_id,
+        not_before=START - dt.timedelta(days=1),
+        days=days,
+    )
+    return Dock(key, cert)
+
+
+async def set_clock(world: World, dock: Dock, utc: dt.datetime) -> TimeAck:
+    """A whole session of ``dock``: HELLO, AUTH_DOCK, TIME_SET ``utc``; its TIME_ACK.
+
+    Raises:
+        ProtocolError: The camera refused the TIME_SET (or the authentication).
+    """
+    session = world.session()
+    transcript = await greet(session)
+    proof = AuthDock(dock.cert, sign(dock.key, AUTH_DOCK_CONTEXT, transcript))
+    assert isinstance(await session.handle(proof), AuthDevice)
+    utc_us = round(utc.timestamp() * 1_000_000)
+    stamp = utc_us.to_bytes(8, "little", signed=True)
+    reply = await session.handle(TimeSet(utc_us, sign(dock.key, TIME_CONTEXT, transcript, stamp)))
+    assert isinstance(reply, TimeAck)
+    return reply
+
+
+async def clock_refused(world: World, dock: Dock, utc: dt.datetime) -> str:
+    before = world.hooks.now
+    with pytest.raises(ProtocolError) as info:
+        await set_clock(world, dock, utc)
+    assert info.value.code == ErrorCode.BAD_RANGE
+    assert world.hooks.now == before  # refused means not applied
+    return info.value.detail
+
+
+async def test_a_fast_dock_cannot_lock_honest_docks_out(world: World) -> None:
+    world.hooks.clock_set = False  # a new camera
+    fast = make_dock(world, "dock-fast", days=1000)  # certified long enough for its own clock
+    honest_a = Dock(world.dock_key, world.cert)  # certified for 365 days
+    honest_b = make_dock(world, "dock-bay-2")
+    far_future = CAMERA_NOW + dt.timedelta(days=800)
+    ack = await set_clock(world, fast, far_future)
+    assert not ack.was_set
+    assert world.trust.status(True) is ClockStatus.PROVISIONAL
+    # The honest dock's certificate has "expired" by the fast clock: not held against it
+    # while the clock is provisional, and it may replace the time.
+    ack = await set_clock(world, honest_a, CAMERA_NOW)
+    assert ack.offset_us == -800 * 86_400 * 1_000_000
+    assert world.hooks.now == CAMERA_NOW
+    assert (world.trust.record.status, world.trust.record.set_by) == (
+        ClockStatus.PROVISIONAL,
+        "dock-bay-1",
+    )
+    # A second honest dock agrees: confirmed. The fast dock can no longer move the clock.
+    await set_clock(world, honest_b, CAMERA_NOW + dt.timedelta(seconds=30))
+    assert world.trust.record.status is ClockStatus.CONFIRMED
+    assert world.trust.record.confirmed_by == "dock-bay-2"
+    detail = await clock_refused(world, fast, far_future)
+    assert "at most 120 s" in detail
+    assert (await set_clock(world, honest_a, world.hooks.now)).offset_us == 0
+
+
+async def test_one_dock_cannot_confirm_its_own_time(world: World) -> None:
+    world.hooks.clock_set = False
+    dock = Dock(world.dock_key, world.cert)
+    await set_clock(world, dock, CAMERA_NOW)
+    await set_clock(world, dock, CAMERA_NOW + dt.timedelta(seconds=1))
+    assert world.trust.record.status is ClockStatus.PROVISIONAL
+
+
+async def test_a_provisional_time_is_replaced_by_a_different_dock(world: World) -> None:
+    # A clock that is set, but by no dock, counts as provisional: any dock may replace it.
+    other = make_dock(world, "dock-bay-2")
+    later = CAMERA_NOW + dt.timedelta(days=3)
+    assert (await set_clock(world, other, later)).offset_us == 3 * 86_400 * 1_000_000
+    assert world.trust.record.set_by == "dock-bay-2"
+    await set_clock(world, Dock(world.dock_key, world.cert), later + dt.timedelta(days=1))
+    assert world.hooks.now == later + dt.timedelta(days=1)
+    assert world.trust.record.status is ClockStatus.PROVISIONAL
+
+
+async def test_a_confirmed_clock_moves_at_most_max_step(world: World) -> None:
+    world.confirm_clock()
+    dock = Dock(world.dock_key, world.cert)
+    ack = await set_clock(world, dock, CAMERA_NOW + dt.timedelta(seconds=100))
+    assert ack.offset_us == 100_000_000
+    detail = await clock_refused(world, dock, world.hooks.now + dt.timedelta(seconds=121))
+    assert "+121 s" in detail
+    # Back before a time it has held confirmed: never (the floor, kept across restarts).
+    detail = await clock_refused(world, dock, world.hooks.now - dt.timedelta(hours=1))
+    assert "earlier than" in detail
+
+
+async def test_a_time_outside_the_docks_own_certificate_is_refused(world: World) -> None:
+    world.hooks.clock_set = False
+    dock = Dock(world.dock_key, world.cert)
+    for utc in (START - dt.timedelta(days=2), START + dt.timedelta(days=400)):
+        detail = await clock_refused(world, dock, utc)
+        assert "outside its own certificate" in detail
+    assert world.trust.record.status is ClockStatus.UNSET
+    assert "set_time" not in world.hooks.names()

@@ -448,3 +448,57 @@ def test_many_frames_in_one_read_and_one_frame_in_many_reads() -> None:
     assert frames == [s.frame() for s in specs_]
     assert deframer.stats.frames == 10
     assert deframer.stats.garbage_bytes == 0
+
+
+# --- abandoning a partial frame ----------------------------------------------------------------
+
+
+def test_abandon_with_nothing_buffered_does_nothing() -> None:
+    deframer = Deframer()
+    assert deframer.abandon() == []
+    assert deframer.stats.abandoned == 0
+
+
+@FAST
+@given(
+    length=st.integers(1, MAX_PAYLOAD),
+    followers=st.lists(specs, min_size=1, max_size=4),
+    cuts=st.lists(st.integers(0, 2000), max_size=6),
+)
+def test_an_abandoned_forged_header_gives_up_the_frames_behind_it(
+    length: int, followers: list[Spec], cuts: list[int]
+) -> None:
+    forged = spec_header(version=1, flags=0, type=0x30, seq=9, ack=0, length=length)
+    behind = b"".join(s.wire() for s in followers)
+    if len(behind) >= length + TRAILER_SIZE:
+        behind = behind[:0]  # the frames would complete the forged one: not this case
+        followers = []
+    deframer = Deframer()
+    frames = feed_in_pieces(deframer, forged + behind, cuts)
+    assert frames == []  # everything waits behind the forged length
+    frames = deframer.abandon()
+    assert frames == [s.frame() for s in followers]
+    assert deframer.stats.abandoned == 1
+    assert deframer.buffered == 0
+    assert accounted(deframer, len(forged) + len(behind), frames)
+
+
+def test_a_frame_beginning_inside_an_abandoned_one_is_found() -> None:
+    honest = Spec(0x01, 0, 5, 4, b"hello").wire()
+    cut = Spec(0x41, 0, 4, 3, bytes(500)).wire()[:100]  # cut short by a reconnect
+    deframer = Deframer()
+    assert deframer.feed(cut + honest) == []
+    assert deframer.abandon() == [Frame(0x01, 0, 5, 4, b"hello")]
+    assert accounted(deframer, len(cut) + len(honest), [Frame(0x01, 0, 5, 4, b"hello")])
+
+
+def test_each_forged_header_is_abandoned_in_turn() -> None:
+    forged = spec_header(version=1, flags=0, type=0x30, seq=9, ack=0, length=4000)
+    honest = Spec(0x01, 0, 5, 4, b"hello")
+    deframer = Deframer()
+    assert deframer.feed(forged + forged + honest.wire()) == []
+    assert deframer.abandon() == []  # the second forged header is now pending
+    assert deframer.buffered == len(forged) + len(honest.wire())
+    assert deframer.abandon() == [honest.frame()]
+    assert deframer.stats.abandoned == 2
+    assert deframer.buffered == 0

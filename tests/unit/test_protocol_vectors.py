@@ -198,7 +198,8 @@ def render_stream_vector(name: str, stream: bytes, yields: list[str]) -> str:
 
 
 def stats_dict(stats: DeframerStats) -> dict[str, int]:
-    return {f.name: getattr(stats, f.name) for f in fields(stats)}
+    # ``abandoned`` counts a receiver's timeouts, never what a byte stream alone yields.
+    return {f.name: getattr(stats, f.name) for f in fields(stats) if f.name != "abandoned"}
 
 
 def frame_of(vector: dict[str, str]) -> Frame:
