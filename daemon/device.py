@@ -124,6 +124,7 @@ class Device:
                 Outbox(config.clips_dir),
                 hooks,
                 on_session_end=self._dock_session_ended,
+                clock_trust=hooks.clock_trust,
             )
 
     # ----- inputs -------------------------------------------------------------------------
