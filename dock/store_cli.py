@@ -4,14 +4,14 @@
 store (it never creates one: a mistyped ``--store`` must not leave an empty store behind),
 prints plain lines a person reads (or, with ``--json`` on ``list`` and ``log``, one JSON
 list), and returns 0 or 1. :class:`StoreError` propagates; the ``bodycam`` command prints it
-as one line.
+as one line. A subcommand that changes a store runs only as the store's owner, the dock
+agent's user (:mod:`~bodycam.dock.store_owner` says why).
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
-import getpass
 import json
 import logging
 import sys
@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from bodycam.daemon.evidence.schema import format_utc, parse_utc
-from bodycam.dock.custody import CustodyEntry, scan_log
+from bodycam.dock import store_ops
+from bodycam.dock.custody import scan_log
 from bodycam.dock.store import (
     CUSTODY_NAME,
     PREFIX_RE,
@@ -30,20 +31,13 @@ from bodycam.dock.store import (
     check_name,
 )
 from bodycam.dock.store_config import StoreConfig
+from bodycam.dock.store_owner import default_user, require_owner, require_readable
 
 _log = logging.getLogger(__name__)
 
 __all__ = ["add_store_parser", "default_user"]
 
 EXIT_OK, EXIT_FAILED = 0, 1
-
-
-def default_user() -> str:
-    """The login name, for ``--by`` (``unknown`` when the system cannot tell)."""
-    try:
-        return getpass.getuser() or "unknown"
-    except (KeyError, OSError):  # no passwd entry and no LOGNAME/USER (a bare container)
-        return "unknown"
 
 
 def _parse_now(text: str) -> dt.datetime:
@@ -56,7 +50,12 @@ def _parse_now(text: str) -> dt.datetime:
     return when.astimezone(dt.UTC)
 
 
-def _open(args: argparse.Namespace) -> DockStore:
+def _open(args: argparse.Namespace, *, changes: bool) -> DockStore:
+    """Open ``--store``; one that ``changes`` it only as the store's owner (the agent's user)."""
+    if changes:
+        require_owner(args.store, args.store_command)
+    else:
+        require_readable(args.store, args.store_command)
     override = getattr(args, "retention_days", None)
     return DockStore(args.store, retention_days=override, create=False)
 
@@ -120,7 +119,7 @@ def _incoming_json(transfer: IncomingTransfer, now: dt.datetime, stale: bool) ->
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
-    store = _open(args)
+    store = _open(args, changes=False)
     now = args.now or dt.datetime.now(dt.UTC)
     expired = {(clip.device_id, clip.clip_id) for clip in store.expired(now)}
     shown = [
@@ -182,7 +181,7 @@ def _age_text(days: float) -> str:
 
 
 def _cmd_flag(args: argparse.Namespace) -> int:
-    store = _open(args)
+    store = _open(args, changes=True)
     if args.store_command == "flag":
         clip = store.flag(args.clip, reason=args.reason, by=args.by)
         print(f"flagged {clip.clip_id} ({clip.device_id}): kept beyond retention")
@@ -193,7 +192,7 @@ def _cmd_flag(args: argparse.Namespace) -> int:
 
 
 def _cmd_prune(args: argparse.Namespace) -> int:
-    store = _open(args)
+    store = _open(args, changes=not args.dry_run)
     now = args.now or dt.datetime.now(dt.UTC)
     transfers = store.prune_incoming(now=now, dry_run=args.dry_run)
     clips = store.prune(now=now, dry_run=args.dry_run)
@@ -224,7 +223,7 @@ def _cmd_prune(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    store = _open(args)
+    store = _open(args, changes=True)
     result = store.export(args.clip, force_key=args.force_key, output=args.output, by=args.by)
     print(f"exported {result.segments} segment(s), {result.bytes} bytes to {result.path}")
     return EXIT_OK
@@ -241,32 +240,8 @@ def _log_filter(text: str | None) -> tuple[str | None, str]:
     return device or None, prefix.lower()
 
 
-def _summary(entry: CustodyEntry) -> str:
-    """A readable line for the kinds that are not about one stored clip; JSON for the rest."""
-    d = entry.detail
-    if entry.event == "clock":
-        if d.get("refused"):
-            return f"dock {d.get('dock_id')}: camera refused the time: {d.get('refused')}"
-        offset = d.get("offset_s")
-        moved = "clock set" if d.get("was_set") else "clock not changed"
-        off = f"offset {offset:+.3f} s" if isinstance(offset, int | float) else "offset unknown"
-        return f"dock {d.get('dock_id')}: {off}, {moved}"
-    if entry.event == "clip_id_conflict":
-        devices, heads = d.get("devices") or [], d.get("chain_heads") or []
-        pairs = ", ".join(
-            f"{dev} (head {str(h)[:16]})" for dev, h in zip(devices, heads, strict=False)
-        )
-        same = "same chain head" if d.get("same_chain_head") else "different chain heads"
-        return f"CONFLICT: one clip id listed by {pairs}; {same}; not committed"
-    if entry.event == "refused":
-        problems = d.get("problems") or []
-        first = problems[0] if problems else "no reason given"
-        more = f" (+{d.get('problem_count', 1) - 1} more)" if d.get("problem_count", 1) > 1 else ""
-        return f"refused {d.get('name')}: {first}{more}"
-    return json.dumps(d, sort_keys=True, ensure_ascii=False)
-
-
 def _cmd_log(args: argparse.Namespace) -> int:
+    require_readable(args.store, "log")
     path = args.store / CUSTODY_NAME
     if not path.is_file():
         raise StoreError(f"{args.store}: not a dock store (no {CUSTODY_NAME})")
@@ -287,7 +262,7 @@ def _cmd_log(args: argparse.Namespace) -> int:
     for entry in [] if args.json else entries:
         print(
             f"{entry.seq:6d}  {entry.utc}  {entry.event:16}  {entry.clip_id[:12] or '-':12}  "
-            f"{entry.device_id}  {_summary(entry)}"
+            f"{entry.device_id}  {store_ops.note_summary(entry)}"
         )
     out = sys.stderr if args.json else sys.stdout
     if scan.torn:
@@ -327,7 +302,7 @@ def _cmd_init(args: argparse.Namespace) -> int:
 
 
 def _cmd_enrol(args: argparse.Namespace) -> int:
-    store = _open(args)
+    store = _open(args, changes=True)
     for key in args.keys:
         device_id = key.name.removesuffix(".pub")
         registered = store.device_key_path(device_id)

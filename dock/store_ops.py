@@ -1,6 +1,6 @@
-"""The store's jobs beyond accepting a clip: retention (prune), transfers left in
-``incoming/``, quarantine, export for court, the audit, and custody notes that name no
-stored clip (refusals, clip id conflicts, clock corrections).
+"""The store's jobs beyond accepting a clip: retention (prune), flags, quarantine, export
+for court, the audit, and custody notes that name no stored clip (refusals, clip id
+conflicts, clock corrections). Transfers in ``incoming/`` are :mod:`bodycam.dock.store_incoming`'s.
 
 Retention: the force's policy keeps footage a fixed number of days after it reached the store
 (31 by default) unless it is flagged as evidence. A clip is deleted as a whole: it is renamed
@@ -14,6 +14,7 @@ only that class calls these functions (its methods of the same names are the API
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 import math
 import re
@@ -29,19 +30,28 @@ from bodycam.daemon.evidence.keys import (
     load_force_private_key,
 )
 from bodycam.daemon.evidence.manifest import load_manifest
-from bodycam.daemon.evidence.schema import format_utc, parse_utc
-from bodycam.dock.custody_format import replay
+from bodycam.daemon.evidence.schema import parse_utc
+from bodycam.dock.custody_format import CustodyEntry, replay
 from bodycam.dock.store_fs import (
     ensure_dir,
     fsync_tree,
     remove_durably,
     remove_path,
     sha256_file,
-    tree_usage,
+)
+from bodycam.dock.store_records import (
+    CLIP_ID_RE,
+    DELETING,
+    DISCARDING,
+    NAME_RE,
+    StoredClip,
+    StoreError,
+    check_name,
+    shown,
 )
 
-if TYPE_CHECKING:  # store.py imports this module; only the types are needed here
-    from bodycam.dock.store import DockStore, IncomingTransfer, StoredClip
+if TYPE_CHECKING:  # store.py imports this module; only the type is needed here
+    from bodycam.dock.store import DockStore
 
 _log = logging.getLogger(__name__)
 
@@ -49,12 +59,11 @@ __all__ = [
     "DELETING",
     "DISCARDING",
     "audit",
-    "clean_incoming",
     "expired",
     "export",
-    "incoming",
+    "mark_committed",
+    "note_summary",
     "prune",
-    "prune_incoming",
     "quarantine",
     "record_clock",
     "record_conflict",
@@ -62,12 +71,9 @@ __all__ = [
     "set_flag",
 ]
 
-DELETING: Final = ".deleting-"  # + device id, "-", clip id: a pruned clip on its way out
-DISCARDING: Final = ".discarding-"  # + a tag: a copy that was never the stored one
 MAX_PROBLEMS: Final = 50  # per rejected or refused clip in the custody log
 MAX_PROBLEM_CHARS: Final = 512
 _HEX: Final = re.compile(r"^[0-9a-f]{1,128}$")
-_CLIP_ID: Final = re.compile(r"^[0-9a-f]{32}$")
 
 
 def expired(store: DockStore, now: dt.datetime) -> list[StoredClip]:
@@ -103,8 +109,6 @@ def prune(store: DockStore, *, now: dt.datetime, dry_run: bool) -> list[StoredCl
 
 def set_flag(store: DockStore, clip_id: str, *, reason: str, by: str, flagged: bool) -> StoredClip:
     """Flag or unflag one stored clip (``clip_id`` as :meth:`DockStore.find` takes it)."""
-    from bodycam.dock.store import StoreError
-
     verb = "flag" if flagged else "unflag"
     if not reason.strip():
         raise StoreError(f"a reason is required to {verb} a clip")
@@ -128,6 +132,22 @@ def set_flag(store: DockStore, clip_id: str, *, reason: str, by: str, flagged: b
             by=by.strip(),
         )
         return store.find(f"{clip.device_id}/{clip.clip_id}")
+
+
+def mark_committed(store: DockStore, device_id: str, clip_id: str, detail: dict[str, Any]) -> None:
+    """Log ``committed`` for a stored clip (ids checked by the caller); no-op if logged."""
+    with store.lock():
+        records = replay(store.custody.entries())
+        rec = records.get((device_id, clip_id))
+        if rec is None or store.stored_for(device_id, clip_id, records) is None:
+            raise StoreError(
+                f"clip {clip_id} of {device_id} is not stored here; it must not be committed"
+            )
+        if rec.committed:
+            return
+        store.custody.append(
+            "committed", clip_id=clip_id, device_id=device_id, utc=store.now(), **detail
+        )
 
 
 def _log_deleted(store: DockStore, clip_id: str, device_id: str, **detail: Any) -> None:
@@ -226,8 +246,6 @@ def quarantine(
     store: DockStore, device_id: str, clip_id: str, incoming: Path, problems: list[str]
 ) -> Path:
     """Move a failed clip (ids checked by the caller) to ``quarantine/`` and log ``rejected``."""
-    from bodycam.dock.store import StoreError
-
     if not incoming.is_dir():
         raise StoreError(f"{incoming}: no such incoming clip directory")
     fsync_tree(incoming)
@@ -262,10 +280,8 @@ def _problems(problems: list[str]) -> dict[str, Any]:
 
 def refuse(store: DockStore, device_id: str, clip_id: str, name: str, problems: list[str]) -> None:
     """Log ``refused``: a listed clip turned down before anything was fetched."""
-    from bodycam.dock.store import NAME_RE, check_name, shown
-
     check_name(device_id, "device id")
-    clip = clip_id if isinstance(clip_id, str) and _CLIP_ID.match(clip_id) else ""
+    clip = clip_id if isinstance(clip_id, str) and CLIP_ID_RE.match(clip_id) else ""
     named = name if isinstance(name, str) and NAME_RE.match(name) else shown(name)
     with store.lock():
         store.custody.append(
@@ -289,15 +305,13 @@ def record_conflict(
     others: list[StoredClip],
 ) -> None:
     """Log ``clip_id_conflict`` with every device holding ``clip_id`` and its chain head."""
-    from bodycam.dock.store import check_name
-
     check_name(device_id, "device id")
     devices = [device_id, *(clip.device_id for clip in others)]
     heads = [_hex(chain_head), *(_stored_head(clip.directory) for clip in others)]
     with store.lock():
         store.custody.append(
             "clip_id_conflict",
-            clip_id=clip_id if _CLIP_ID.match(clip_id) else "",
+            clip_id=clip_id if CLIP_ID_RE.match(clip_id) else "",
             device_id=device_id,
             utc=store.now(),
             devices=devices,
@@ -335,8 +349,6 @@ def record_clock(
     refused: str | None,
 ) -> None:
     """Log ``clock``: what a session's TIME_SET did to the camera's clock."""
-    from bodycam.dock.store import check_name
-
     check_name(device_id, "device id")
     offset = None if offset_s is None or not math.isfinite(offset_s) else float(offset_s)
     with store.lock():
@@ -352,77 +364,30 @@ def record_clock(
         )
 
 
-def incoming(store: DockStore) -> list[IncomingTransfer]:
-    """Every transfer directory under ``incoming/<device>/``, sorted by device and name."""
-    from bodycam.dock.store import IncomingTransfer
+def note_summary(entry: CustodyEntry) -> str:
+    """An entry's detail for ``bodycam store log``: a sentence for a note, else JSON.
 
-    found = []
-    base = store.root / "incoming"
-    for device in _subdirs(base):
-        for child in _subdirs(device):
-            try:
-                size, mtime = tree_usage(child)
-            except FileNotFoundError:  # removed meanwhile
-                continue
-            when = dt.datetime.fromtimestamp(mtime, dt.UTC)
-            found.append(IncomingTransfer(device.name, child.name, child, size, format_utc(when)))
-    return found
-
-
-def _subdirs(path: Path) -> list[Path]:
-    try:
-        return sorted(c for c in path.iterdir() if c.is_dir() and not c.is_symlink())
-    except (FileNotFoundError, NotADirectoryError):
-        return []
-
-
-def prune_incoming(store: DockStore, *, now: dt.datetime, dry_run: bool) -> list[IncomingTransfer]:
-    """Remove transfers untouched for ``incoming_max_age_days`` at ``now``; return them."""
-    if now.tzinfo is None:
-        raise ValueError("now must be timezone-aware")
-    cutoff = now - dt.timedelta(days=store.incoming_max_age_days)
-    stale = [t for t in incoming(store) if parse_utc(t.modified_utc) <= cutoff]
-    if dry_run or not stale:
-        return stale
-    with store.lock():
-        for transfer in stale:
-            _remove_transfer(store, transfer.directory, transfer.device_id)
-            _log.warning(
-                "removed stale transfer incoming/%s/%s (%d bytes, last written %s)",
-                transfer.device_id,
-                transfer.name,
-                transfer.bytes,
-                transfer.modified_utc,
-            )
-    return stale
-
-
-def clean_incoming(store: DockStore, device_id: str, keep: set[str]) -> list[str]:
-    """Remove ``device_id``'s transfers whose names are not in ``keep``; return the names."""
-    removed = []
-    with store.lock():
-        device = store.root / "incoming" / device_id
-        for child in sorted(device.iterdir()) if device.is_dir() else []:
-            if child.name in keep:
-                continue
-            _remove_transfer(store, child, device_id)
-            removed.append(child.name)
-    if removed:
-        _log.info(
-            "%s: removed %d transfer(s) the camera no longer lists: %s",
-            device_id,
-            len(removed),
-            ", ".join(removed[:10]),
+    Notes are the kinds about no one stored clip (``clock``, ``clip_id_conflict``,
+    ``refused``); they are written here, so their fields are read back here too.
+    """
+    d = entry.detail
+    if entry.event == "clock":
+        if d.get("refused"):
+            return f"dock {d.get('dock_id')}: camera refused the time: {d.get('refused')}"
+        offset = d.get("offset_s")
+        moved = "clock set" if d.get("was_set") else "clock not changed"
+        off = f"offset {offset:+.3f} s" if isinstance(offset, int | float) else "offset unknown"
+        return f"dock {d.get('dock_id')}: {off}, {moved}"
+    if entry.event == "clip_id_conflict":
+        devices, heads = d.get("devices") or [], d.get("chain_heads") or []
+        pairs = ", ".join(
+            f"{dev} (head {str(h)[:16]})" for dev, h in zip(devices, heads, strict=False)
         )
-    return removed
-
-
-def _remove_transfer(store: DockStore, path: Path, device_id: str) -> None:
-    # Renamed out first, like a clip: a power cut leaves a .discarding-* the next prune ends.
-    from bodycam.dock.store import StoreError
-
-    trash = store.root / f"{DISCARDING}incoming-{device_id}-{path.name[:64]}"
-    try:
-        remove_durably(path, trash)
-    except OSError as exc:
-        raise StoreError(f"{path}: cannot remove the transfer: {exc.strerror}") from None
+        same = "same chain head" if d.get("same_chain_head") else "different chain heads"
+        return f"CONFLICT: one clip id listed by {pairs}; {same}; not committed"
+    if entry.event == "refused":
+        problems = d.get("problems") or []
+        first = problems[0] if problems else "no reason given"
+        more = f" (+{d.get('problem_count', 1) - 1} more)" if d.get("problem_count", 1) > 1 else ""
+        return f"refused {d.get('name')}: {first}{more}"
+    return json.dumps(d, sort_keys=True, ensure_ascii=False)

@@ -5,12 +5,17 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import getpass
+import os
+import pwd
+import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 
 from bodycam.dock.store import DockStore, StoreError
 from bodycam.dock.store_cli import add_store_parser, default_user
+from bodycam.dock.store_owner import Owner, refusal, require_owner
 from tests.unit.dock_helpers import (
     DEVICE,
     T0,
@@ -211,3 +216,127 @@ def test_by_defaults_to_the_login_name_or_unknown(monkeypatch: pytest.MonkeyPatc
 
     monkeypatch.setattr(getpass, "getuser", no_user)
     assert default_user() == "unknown"
+
+
+# --- only the store's owner (the agent's user) may change it ---------------------------------
+
+DOCK = Owner(uid=990, name="bodycam-dock")
+
+
+def test_refusal_names_the_owner_and_the_command_to_run() -> None:
+    assert refusal(Path("/var/lib/bodycam-dock"), "enrol", euid=990, owner=DOCK) is None
+    reason = refusal(Path("/var/lib/bodycam-dock"), "enrol", euid=0, owner=DOCK)
+    assert reason == (
+        "/var/lib/bodycam-dock belongs to bodycam-dock, not root; "
+        "run: sudo -u bodycam-dock bodycam store enrol ..."
+    )
+    # Root owning the store is its owner like any other user; an owner with no passwd
+    # entry is named by uid, quoted so the shell does not take "#" for a comment.
+    assert refusal(Path("/s"), "prune", euid=0, owner=Owner(0, "root")) is None
+    reason = refusal(Path("/s"), "flag", euid=0, owner=Owner(4242, "#4242"))
+    assert reason is not None
+    assert reason.endswith("run: sudo -u '#4242' bodycam store flag ...")
+
+
+def test_require_owner_judges_the_store_roots_owner(tmp_path: Path) -> None:
+    me = os.geteuid()
+    require_owner(tmp_path, "enrol", euid=me)  # the owner may
+    require_owner(tmp_path / "missing", "enrol", euid=me + 1)  # opening says "no store"
+    with pytest.raises(StoreError, match=rf"^{tmp_path} belongs to .*store enrol \.\.\.$"):
+        require_owner(tmp_path, "enrol", euid=me + 1)
+
+
+def test_only_commands_that_change_the_store_need_its_owner(
+    store: DockStore,
+    two: tuple[CameraClip, CameraClip],
+    keys: Keys,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    first, _ = two
+    root = str(store.root)
+    entries = len(store.custody.entries())
+    other = os.geteuid() + 1
+    monkeypatch.setattr(os, "geteuid", lambda: other)  # as a user who is not the owner
+    # Reading is for anyone who can read; so is a prune that changes nothing.
+    assert run(["list", "--store", root, "--now", _iso(T0)], capsys)[0] == 0
+    assert run(["log", "--store", root], capsys)[0] == 0
+    assert run(["prune", "--store", root, "--dry-run"], capsys)[0] == 0
+    pub = register_device(store, keys).read_bytes()
+    (tmp_path / "CAM-9.pub").write_bytes(pub)
+    force = write_force_key(tmp_path / "force.pem", keys)
+    clip = first.clip_id
+    for argv in (
+        ["enrol", str(tmp_path / "CAM-9.pub")],
+        ["flag", clip, "--reason", "case 1"],
+        ["unflag", clip, "--reason", "closed"],
+        ["prune"],
+        ["export", clip, "--force-key", str(force), "-o", str(tmp_path / "out.ts")],
+    ):
+        with pytest.raises(StoreError, match=rf"run: sudo -u \S+ bodycam store {argv[0]} \.\.\."):
+            run([*argv, "--store", root], capsys)
+    assert len(store.custody.entries()) == entries
+    assert not (store.root / "devices" / "CAM-9.pub").exists()
+    assert not (tmp_path / "out.ts").exists()
+
+
+def _as_nobody(argv: list[str]) -> tuple[int, str]:
+    """``bodycam ARGV`` in a forked child that switched to uid 65534: (exit code, output).
+
+    A fork, not a new interpreter: this one lives under /root, which uid 65534 may not
+    enter. Everything ``bodycam`` imports is imported here first, for the same reason.
+    """
+    from bodycam.daemon.cli import build_parser, main
+
+    build_parser()
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into pytest
+        code = 99
+        try:
+            os.close(read)
+            sys.stdout = sys.stderr = os.fdopen(write, "w")
+            os.setgroups([])
+            os.setgid(65534)
+            os.setuid(65534)
+            code = main(argv)
+        finally:
+            sys.stderr.flush()
+            os._exit(code)
+    os.close(write)
+    with os.fdopen(read) as pipe:
+        output = pipe.read()
+    return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]), output
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="switching to another uid needs root")
+def test_another_user_cannot_change_a_store_and_is_told_how(keys: Keys) -> None:
+    # A temporary directory in /tmp (not pytest's, which only root may enter), so that the
+    # other user can reach the store's root directory and see who owns it.
+    with tempfile.TemporaryDirectory(prefix="bodycam-owner-") as tmp:
+        base = Path(tmp)
+        base.chmod(0o755)
+        store = DockStore(base / "store")  # owned by root, like a store after `sudo init`
+        key = base / "CAM-9.pub"
+        key.write_bytes(register_device(store, keys).read_bytes())
+        key.chmod(0o644)
+        code, output = _as_nobody(["store", "enrol", "--store", str(store.root), str(key)])
+        try:
+            nobody = pwd.getpwuid(65534).pw_name
+        except KeyError:
+            nobody = "uid 65534"
+        assert (code, output) == (
+            1,
+            f"bodycam: error: {store.root} belongs to root, not {nobody}; "
+            "run: sudo -u root bodycam store enrol ...\n",
+        )
+        assert not (store.root / "devices" / "CAM-9.pub").exists()
+        # Reading needs only read access; without it the line says whose store it is (not
+        # "no custody.jsonl", which would send the operator after the wrong problem).
+        code, output = _as_nobody(["store", "list", "--store", str(store.root)])
+        assert (code, output) == (
+            1,
+            f"bodycam: error: {store.root} belongs to root and this user cannot read it; "
+            "run: sudo -u root bodycam store list ...\n",
+        )
