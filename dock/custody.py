@@ -115,34 +115,43 @@ class CustodyLog:
 
     EVENTS: ClassVar[tuple[str, ...]] = EVENTS
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, read_only: bool = False) -> None:
         """Open the log at ``path`` (absent means empty) and check its whole chain.
 
         A torn final line (a power cut during an append) is dropped with a warning and the
-        file cut back durably.
+        file cut back durably, and a head record one entry behind is brought up to date.
+
+        Args:
+            path: The log file.
+            read_only: Only read: repair nothing, write nothing, append nothing. What a
+                reader who is not the store's owner (an operator's ``store list``) uses, so
+                that reading never leaves a file the dock agent's user cannot write.
 
         Raises:
             StoreError: Any other damage; the message names the first bad line.
         """
         self.path = path
         self.head_path = head_path_of(path)
+        self.read_only = read_only
         self._mutex = threading.Lock()
         self._entries: list[CustodyEntry] = []
         self._offset = 0  # bytes of complete, checked lines
         self._ident: tuple[int, int] | None = None
-        with self._mutex, self._locked(fcntl.LOCK_EX, create=False) as fd:
+        how = fcntl.LOCK_SH if read_only else fcntl.LOCK_EX
+        with self._mutex, self._locked(how, create=False) as fd:
             if fd is None:
                 anchor = _read_anchor(self.head_path)
                 if anchor is not None and anchor[0] > 0:
                     _fail(f"{path}: missing, but {self.head_path.name} records {anchor[0]} entries")
                 return
-            self._reload(fd, repair=True)
+            self._reload(fd, repair=not read_only)
 
     @contextlib.contextmanager
     def _locked(self, how: int, *, create: bool) -> Iterator[int | None]:
         """An open descriptor of the log holding an flock (None if absent and not created)."""
+        flags = os.O_RDONLY if self.read_only else os.O_RDWR | os.O_APPEND
         try:
-            fd = os.open(self.path, os.O_RDWR | os.O_APPEND)
+            fd = os.open(self.path, flags)
         except FileNotFoundError:
             if not create:
                 yield None
@@ -257,6 +266,8 @@ class CustodyLog:
         """
         if event not in self.EVENTS:
             raise ValueError(f"unknown custody event {event!r} (known: {', '.join(self.EVENTS)})")
+        if self.read_only:
+            _fail(f"{self.path}: opened read-only; nothing may be appended")
         when = format_utc(utc if utc is not None else dt.datetime.now(dt.UTC))
         with self._mutex, self._locked(fcntl.LOCK_EX, create=True) as fd:
             assert fd is not None  # created above

@@ -83,6 +83,7 @@ class DockStore:
         retention_days: float | None = None,
         create: bool = True,
         clock: Callable[[], dt.datetime] | None = None,
+        read_only: bool = False,
     ) -> None:
         """Open (or create) the store at ``root``.
 
@@ -93,6 +94,8 @@ class DockStore:
             create: Create the store if missing (with ``store.toml`` holding
                 ``retention_days`` when given); when False, ``root`` must already be one.
             clock: Stamps custody entries (default: real UTC; a simulator passes its own).
+            read_only: Open to look only (``store list``, ``store log``): the custody log is
+                neither repaired nor appended to, so a reader leaves no file behind.
 
         Raises:
             StoreError: ``root`` is not a store (``create=False``), cannot be created, a
@@ -104,7 +107,7 @@ class DockStore:
         self._clock = clock or (lambda: dt.datetime.now(dt.UTC))
         log_path = self.root / CUSTODY_NAME
         if not log_path.is_file():
-            if not create:
+            if not create or read_only:
                 raise StoreError(
                     f"{self.root}: not a dock store (no {CUSTODY_NAME}); "
                     f"create one with: bodycam store init --store {self.root}"
@@ -115,7 +118,7 @@ class DockStore:
         self.retention_days = retention_days or self.config.retention_days
         self.min_free_bytes = self.config.min_free_bytes
         self.incoming_max_age_days = self.config.incoming_max_age_days
-        self.custody = CustodyLog(log_path)
+        self.custody = CustodyLog(log_path, read_only=read_only)
 
     @classmethod
     def init(

@@ -57,7 +57,7 @@ def _open(args: argparse.Namespace, *, changes: bool) -> DockStore:
     else:
         require_readable(args.store, args.store_command)
     override = getattr(args, "retention_days", None)
-    return DockStore(args.store, retention_days=override, create=False)
+    return DockStore(args.store, retention_days=override, create=False, read_only=not changes)
 
 
 def _size(n: int) -> str:

@@ -236,3 +236,24 @@ def test_detail_that_is_not_json_is_refused_and_nothing_is_written(path: Path) -
     with pytest.raises(ValueError, match="not a valid custody entry"):
         log.append("flagged", clip_id=CLIP, device_id="CAM-1", reason="x" * 70_000)
     assert path.read_bytes() == before
+
+
+def test_a_reader_repairs_nothing_and_writes_nothing(path: Path, tmp_path: Path) -> None:
+    # A power cut left the head record one entry behind and half a line at the end: the
+    # owner's next open mends both, but an operator's read-only look must leave every byte
+    # (and no new root-owned file) where it was.
+    _fill(path, 3)
+    behind = path.with_suffix(".head").read_bytes()
+    CustodyLog(path).append("deleted", clip_id=CLIP, device_id="CAM-1", reason="retention")
+    path.with_suffix(".head").write_bytes(behind)
+    _fill(tmp_path / "other.jsonl", 5)
+    with path.open("ab") as stream:
+        stream.write(_lines(tmp_path / "other.jsonl")[4][:20])
+    before = {p.name: p.read_bytes() for p in path.parent.iterdir()}
+    reader = CustodyLog(path, read_only=True)
+    assert [e.seq for e in reader.entries()] == [1, 2, 3, 4]
+    with pytest.raises(StoreError, match="read-only"):
+        reader.append("deleted", clip_id=CLIP, device_id="CAM-1", reason="retention")
+    assert {p.name: p.read_bytes() for p in path.parent.iterdir()} == before
+    CustodyLog(path)  # the owner's open mends them
+    assert path.with_suffix(".head").read_bytes() != behind
