@@ -11,8 +11,9 @@ file fetched again from the start.
 :func:`fetch_clip` runs one clip's transfer in the order that lets nothing be believed
 early: the listed head files first (sizes bounded by the listing checks), the manifest
 checked against its listed hash and the camera's *registered* key, its segment sizes
-bounded, and only then the segments it vouches for. Every broken promise is a problem for
-that clip, never an exception for the session.
+bounded, then the segments it vouches for, and last the complete offline verification of
+the copy. Every broken promise is a problem for that clip, never an exception for the
+session.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from bodycam.daemon.evidence.manifest import (
     signature_valid,
 )
 from bodycam.daemon.evidence.schema import MAX_MANIFEST_BYTES, Manifest, parse_manifest
+from bodycam.daemon.evidence.verify import verify_clip
 from bodycam.dock import limits
 from bodycam.drivers.link.endpoint import Requester
 from bodycam.drivers.link.frame import CHUNK_SIZE
@@ -103,6 +105,22 @@ class _Target:
     def close(self) -> None:
         with contextlib.suppress(OSError):
             os.close(self.fd)
+
+
+def bytes_on_disk(directory: Path) -> int:
+    """Bytes of the regular files an earlier transfer left in ``directory`` (0 if none).
+
+    Those bytes are resumed, not fetched again, so they need no new room in the store.
+    """
+    total = 0
+    try:
+        with os.scandir(directory) as it:
+            for item in it:
+                if item.is_file(follow_symlinks=False):
+                    total += item.stat(follow_symlinks=False).st_size
+    except OSError:
+        return 0
+    return total
 
 
 def chunk_size(loss: float) -> int:
@@ -248,10 +266,12 @@ async def fetch_clip(
     counters: FetchCounters,
     on_bytes: Callable[[int], None] | None = None,
 ) -> ClipFetch:
-    """Pull one listed clip into ``incoming``, checking everything that decides what is read.
+    """Pull one listed clip into ``incoming`` and verify it; the checked manifest or problems.
 
     ``entry`` must have passed :func:`limits.entry_problems`: the head files are fetched at
-    their listed sizes. The caller still runs ``verify_clip`` on the result.
+    their listed sizes. The last step is the one verdict that counts, :func:`verify_clip`
+    pinned to ``device_key``: the very check ``bodycam verify --device-key`` runs, off the
+    event loop so other bays keep streaming.
 
     Raises:
         LinkClosedError, RemoteError: The link failed (what was written is fsynced).
@@ -285,6 +305,9 @@ async def fetch_clip(
             _log.warning("clip %s: %s (attempt %d)", entry.clip_id.hex(), exc, attempt)
             if attempt == 2:
                 return ClipFetch(None, [f"{exc} (altered on the camera?)"])
+    verdict = await asyncio.to_thread(verify_clip, incoming, device_key=device_key)
+    if not verdict.ok:
+        return ClipFetch(None, verdict.problems)
     return ClipFetch(manifest, [])
 
 

@@ -34,6 +34,7 @@ __all__ = [
     "entry_problems",
     "fetch_bytes",
     "manifest_problems",
+    "stored_problems",
 ]
 
 # Entries the dock asks for per LIST page (the camera serves at most 64 too).
@@ -108,6 +109,21 @@ def manifest_problems(manifest: Manifest, entry: ClipEntry) -> list[str]:
     if manifest.chain_head != entry.chain_head.hex():
         problems.append("manifest: chain head differs from the listed one")
     return problems
+
+
+def stored_problems(manifest: Manifest, entry: ClipEntry, device_id: str) -> list[str]:
+    """Why a stored copy with ``manifest`` may not stand for ``entry`` in a COMMIT.
+
+    The last look before the one message that lets the camera delete its clip: the copy
+    must name this clip, this camera, and the chain head the camera listed (and COMMIT
+    signs). The store keys copies by (device id, clip id) already; this holds even if a
+    record were wrong.
+    """
+    if manifest.device_id != device_id or manifest.clip_id != entry.clip_id.hex():
+        return ["the stored copy names another clip or camera; not committed"]
+    if manifest.chain_head != entry.chain_head.hex():
+        return ["the stored copy's chain head is not the listed one; not committed"]
+    return []
 
 
 def fetch_bytes(entry: ClipEntry) -> int:

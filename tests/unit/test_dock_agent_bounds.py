@@ -443,6 +443,40 @@ async def test_a_clip_id_held_for_another_device_is_recorded_and_own_copy_commit
     assert not rig.store.is_committed(other, first)
 
 
+class MisfiledStore(DockStore):
+    """A store whose record of this camera's clip points at another camera's copy."""
+
+    def __init__(self, root: Path, *, misfiled: tuple[str, str], owner: str) -> None:
+        super().__init__(root)
+        self.misfiled = misfiled  # (device id, clip id) answered with owner's copy
+        self.owner = owner
+
+    def stored_clip_dir(self, device_id: str, clip_id: str) -> Path | None:
+        if (device_id, clip_id) == self.misfiled:
+            return super().stored_clip_dir(self.owner, clip_id)
+        return super().stored_clip_dir(device_id, clip_id)
+
+
+async def test_a_copy_not_stored_under_the_cameras_own_id_is_never_committed(rig: Rig) -> None:
+    # The same bytes, verified with this camera's key and with the listed chain head, but
+    # filed under another camera: only a copy under this camera's own id may delete its clip.
+    other = "BODYCAM-ROGUE-0002"
+    first, second = rig.clip_ids
+    incoming = rig.store.incoming_dir(other, "forged")
+    shutil.copytree(
+        rig.clips_dir / list_clips(rig.clips_dir)[0].directory.name, incoming, dirs_exist_ok=True
+    )
+    rig.store.accept(other, first, incoming, dock_id="dock-test")
+    store = MisfiledStore(rig.store.root, misfiled=(DEVICE, first), owner=other)
+    camera = rig.camera()
+    report = await dock(camera, rig.agent(store))
+    assert report.error is None, report.error
+    assert statuses(report) == {first: "rejected", second: "committed"}
+    assert "not under this camera's id" in report.clips[0].problems[0]
+    assert rig.on_camera() == [first]
+    assert first not in camera.hooks.deleted
+
+
 # ----- time ----------------------------------------------------------------------------------
 
 

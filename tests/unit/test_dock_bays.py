@@ -15,10 +15,12 @@ import pytest
 from bodycam.daemon.dock.auth import create_dock_identity
 from bodycam.daemon.evidence.keys import generate_device_key
 from bodycam.daemon.telemetry import DockTopics, Telemetry
+from bodycam.dock import agent as agent_module
+from bodycam.dock import report as report_module
 from bodycam.dock.agent import ClipOutcome, DockReport
 from bodycam.dock.bay import log_task_failure, print_report, run_bay
 from bodycam.dock.cli import add_dock_parser, run_dock_command
-from bodycam.dock.store import DockStore
+from bodycam.dock.store import DockStore, StoreError
 from bodycam.dock.telemetry import DockTelemetry
 from tests.unit.evidence_helpers import Keys
 from tests.unit.test_dock_agent_bounds import DEVICE, Rig, camera_on_pty, make_rig
@@ -87,6 +89,37 @@ async def test_a_store_fault_in_one_bay_leaves_the_other_to_commit(rigs: list[Ri
     assert served.error is None, served.error
     assert [c.status for c in served.clips] == ["committed", "committed"]
     assert bay2.on_camera() == []
+
+
+class UnloggedStore(DockStore):
+    """A store whose custody log fails just as the first COMMIT is recorded."""
+
+    def mark_committed(self, device_id: str, clip_id: str, **detail: Any) -> None:
+        raise StoreError("custody.jsonl: cannot append: No space left on device")
+
+
+async def test_a_commit_the_store_cannot_log_is_still_reported_and_pulling_stops(
+    rigs: list[Rig],
+) -> None:
+    bay = rigs[0]
+    first, second = bay.clip_ids
+    async with camera_on_pty(bay.camera()) as port:
+        (report,) = await run_bay(port.path, bay.agent(UnloggedStore(bay.store.root)), once=True)
+    # The camera deleted the first clip: the report must say committed, not lose it.
+    assert {c.clip_id: c.status for c in report.clips} == {first: "committed", second: "skipped"}
+    assert "custody log could not record it" in report.clips[0].problems[0]
+    assert report.error is not None
+    assert "custody log" in report.error
+    assert bay.on_camera() == [second]
+    assert bay.store.stored_clip_dir(DEVICE, first) is not None  # stored and verified
+
+
+def test_the_agent_still_exports_the_report_types() -> None:
+    # They moved to bodycam.dock.report; the CLI, bays, telemetry and sim import them here.
+    for name in ("ClipOutcome", "DockRefused", "DockReport", "Progress"):
+        assert getattr(agent_module, name) is getattr(report_module, name)
+        assert name in agent_module.__all__
+    assert "DockAgent" in agent_module.__all__
 
 
 class ExplodingStore(DockStore):
