@@ -26,12 +26,16 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 
 from bodycam.daemon.events import FailureReason
+from bodycam.daemon.evidence.schema import ClockSource
 from bodycam.daemon.evidence.writer import ClipInfo, ClipWriter, SealedSegment
 from bodycam.daemon.mux import SegmentMuxer
 from bodycam.daemon.ring import PreEventRing
 from bodycam.drivers.interfaces import Clock, EncodedFrame, Storage, VideoFormat
 
 log = logging.getLogger(__name__)
+
+# Who set the clock, given whether it is set now (``ClockTrust.source``, via the dock hooks).
+ClockSourceReader = Callable[[bool], ClockSource]
 
 
 @dataclass(frozen=True)
@@ -86,6 +90,7 @@ class _Open:
     frames: list[EncodedFrame]
     clock_set: bool
     clock_offset_s: float | None
+    clock_source: ClockSource | None
 
 
 @dataclass(frozen=True)
@@ -135,6 +140,7 @@ class _Writer(threading.Thread):
         self._notify = notify
         self._clip: ClipWriter | None = None
         self._info: ClipInfo | None = None
+        self._clock_source: ClockSource | None = None  # of the open clip; a rollover keeps it
         self._segment: _SegmentState | None = None
         self._origin_us = 0
         self._trigger_us: int | None = None
@@ -203,6 +209,7 @@ class _Writer(threading.Thread):
             clock_set=command.clock_set,
             clock_offset_s=command.clock_offset_s,
         )
+        self._clock_source = command.clock_source
         self._start_clip(info, command.started_utc)
         self._trigger_us = command.trigger_timestamp_us
         for frame in command.frames:
@@ -219,6 +226,7 @@ class _Writer(threading.Thread):
             signing_key=self._s.signing_key,
             force_key=self._s.force_key,
             storage=self._storage,
+            clock_source=self._clock_source,
         )
 
     def _adopt(self, clip: ClipWriter, info: ClipInfo) -> None:
@@ -342,6 +350,9 @@ class Recorder:
         self._queued = 0
         self.recording = False
         self.clock_offset_s: float | None = None
+        # Set by the dock hooks; read at each clip start, so a clip records the clock's
+        # source as the last TIME_SET left it. None: clips carry no ``clock_source``.
+        self.clock_source: ClockSourceReader | None = None
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -388,14 +399,17 @@ class Recorder:
     def open_clip(self, trigger: str, trigger_time: float) -> None:
         frames = self.ring.drain()
         first_us = frames[0].timestamp_us if frames else round(trigger_time * 1e6)
+        clock_set = self._clock.is_set()
+        source = self.clock_source(clock_set) if self.clock_source is not None else None
         self._writer.commands.put(
             _Open(
                 trigger=trigger,
                 trigger_timestamp_us=round(trigger_time * 1e6),
                 started_utc=utc_at(self._clock, first_us / 1e6),
                 frames=frames,
-                clock_set=self._clock.is_set(),
+                clock_set=clock_set,
                 clock_offset_s=self.clock_offset_s,
+                clock_source=source,
             )
         )
         # The pre-event frames arrive all at once: they are not a sign of a slow card.

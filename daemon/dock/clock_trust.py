@@ -14,6 +14,8 @@ wrong could lock every honest dock out ("certificate expired"). The rule:
    with a confirmed clock (kept across restarts), less ``max_step_s`` for drift.
 
 The state is one small JSON file in the camera's state directory, written durably.
+:meth:`ClockTrust.source` is what each new clip records of it (the manifest's
+``clock_source``, docs/evidence-format.md).
 """
 
 from __future__ import annotations
@@ -22,10 +24,13 @@ import datetime as dt
 import enum
 import json
 import logging
+import math
 import os
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Final
+
+from bodycam.daemon.evidence.schema import MAX_DOCK_ID_CHARS, ClockSource
 
 _log = logging.getLogger(__name__)
 
@@ -53,6 +58,8 @@ class ClockRecord:
     confirmed_by: str | None = None  # the dock that confirmed it (None unless confirmed)
     offset_s: float | None = None  # the last correction applied
     floor_utc_s: float | None = None  # never set earlier than this (minus the step)
+    # The dock whose provisional time ``confirmed_by`` agreed with (None unless confirmed).
+    confirmed_from: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -84,6 +91,7 @@ class ClockRecord:
             confirmed_by=text("confirmed_by"),
             offset_s=number("offset_s"),
             floor_utc_s=number("floor_utc_s"),
+            confirmed_from=text("confirmed_from"),
         )
 
 
@@ -108,6 +116,8 @@ class ClockTrust:
         self.path = path
         self.max_step_s = max_step_s
         self.record = self._load()
+        # TIME_SETs applied since this daemon started (a clip records the count).
+        self.corrections = 0
 
     def _load(self) -> ClockRecord:
         if self.path is None:
@@ -182,14 +192,44 @@ class ClockTrust:
         record = replace(old, status=decision.status, set_by=decision.dock_id, offset_s=offset_s)
         if decision.status is ClockStatus.CONFIRMED:
             if old.status is not ClockStatus.CONFIRMED:
-                record = replace(record, confirmed_by=decision.dock_id)
+                record = replace(record, confirmed_by=decision.dock_id, confirmed_from=old.set_by)
             stamp = decision.utc.timestamp()
             record = replace(record, floor_utc_s=max(stamp, old.floor_utc_s or stamp))
         else:
-            record = replace(record, confirmed_by=None)
+            record = replace(record, confirmed_by=None, confirmed_from=None)
         self.record = record
+        self.corrections += 1
         self._save()
         return record
+
+    def source(self, clock_is_set: bool) -> ClockSource:
+        """What a clip starting now records about its clock; never raises.
+
+        The record may come from a damaged file, so every value is bounded here: a clip is
+        never refused for the sake of its metadata.
+        """
+        status = self.status(clock_is_set)
+        count = min(self.corrections, 0xFFFF_FFFF)
+        if status is ClockStatus.UNSET:
+            # Whatever the record says, the time these clips carry was set by no dock.
+            return ClockSource(
+                status="unset",
+                set_by=None,
+                confirmed_by=None,
+                corrected_by=None,
+                offset_s=None,
+                corrections=count,
+            )
+        record = self.record
+        confirmed = status is ClockStatus.CONFIRMED
+        return ClockSource(
+            status="confirmed" if confirmed else "provisional",
+            set_by=_dock(record.confirmed_from if confirmed else record.set_by),
+            confirmed_by=_dock(record.confirmed_by) if confirmed else None,
+            corrected_by=_dock(record.set_by),
+            offset_s=record.offset_s if _finite(record.offset_s) else None,
+            corrections=count,
+        )
 
     def _save(self) -> None:
         if self.path is None:
@@ -205,6 +245,14 @@ class ClockTrust:
         except OSError as exc:
             # The clock itself is set; only what the camera remembers of it is not.
             _log.warning("clock trust: cannot store %s: %s", self.path, exc)
+
+
+def _dock(dock_id: str | None) -> str | None:
+    return dock_id[:MAX_DOCK_ID_CHARS] if dock_id else None
+
+
+def _finite(value: float | None) -> bool:
+    return value is not None and math.isfinite(value)
 
 
 def _iso(stamp: float) -> str:

@@ -54,6 +54,10 @@ class DeviceDockHooks:
         # Who set the clock and whether a second dock confirmed it, kept across restarts;
         # the device hands it to DockService (``clock_trust=hooks.clock_trust``).
         self.clock_trust = ClockTrust(state_dir / CLOCK_TRUST_FILE)
+        # Every new clip records who set the clock (and who confirmed it). Read at clip start
+        # rather than pushed from set_time: the session records the TIME_SET in the trust
+        # only after set_time returns.
+        recorder.clock_source = self.clock_trust.source
         stored = None
         try:
             stored = load_signed_policy(state_dir, None)

@@ -75,6 +75,7 @@ def build_manifest(
         chain_head=segments[-1].chain if segments else chain_start(clip_id),
         device_public_key=public_key_b64(device_public_key),
         device_key_fingerprint=fingerprint(device_public_key),
+        clock_source=opened.clock_source,
     )
 
 

@@ -12,7 +12,15 @@ import json
 from dataclasses import asdict, dataclass
 from typing import Annotated, Any, Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    TypeAdapter,
+    ValidationError,
+    model_validator,
+)
 
 from bodycam.daemon.evidence.errors import EvidenceError
 
@@ -32,6 +40,10 @@ ShortText = Annotated[str, StringConstraints(max_length=256)]
 U32 = Annotated[int, Field(ge=0, le=0xFFFF_FFFF)]
 U63 = Annotated[int, Field(ge=0, le=2**63 - 1)]
 Seconds = Annotated[float, Field(allow_inf_nan=False)]
+# A dock id as its certificate carries it (at most 64 UTF-8 bytes, so at most 64 characters).
+MAX_DOCK_ID_CHARS: Final = 64
+DockId = Annotated[str, StringConstraints(min_length=1, max_length=MAX_DOCK_ID_CHARS)]
+ClockStatusText = Literal["unset", "provisional", "confirmed"]
 
 
 def format_utc(when: dt.datetime) -> str:
@@ -124,6 +136,41 @@ class SegmentEntry(_Model):
         return SealedSegment(**self.model_dump(exclude={"event"}))
 
 
+class ClockSource(_Model):
+    """Who set the clock that a clip's UTC times rest on (docs/evidence-format.md).
+
+    Optional in the ``open`` line and the manifest (clips written before it existed lack it);
+    omitted from the JSON when absent, so those files keep their exact bytes.
+    """
+
+    status: ClockStatusText
+    # Provisional: the dock that set the clock; confirmed: the dock whose time was confirmed.
+    set_by: DockId | None
+    confirmed_by: DockId | None  # the other dock that agreed with it; only when confirmed
+    corrected_by: DockId | None  # the dock whose TIME_SET was applied last
+    offset_s: Seconds | None  # that last correction: new time minus the clock's old time
+    corrections: U32  # TIME_SETs applied since the daemon started
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ClockSource:
+        named = (self.set_by, self.confirmed_by, self.corrected_by, self.offset_s)
+        if self.status == "unset" and named != (None, None, None, None):
+            raise ValueError("an unset clock names no dock and no correction")
+        if self.status != "confirmed" and self.confirmed_by is not None:
+            raise ValueError(f"confirmed_by given for a {self.status} clock")
+        return self
+
+
+def _is_none(value: object) -> bool:
+    return value is None
+
+
+def _clock_agrees(clock_set: bool, source: ClockSource | None) -> None:
+    if source is not None and clock_set != (source.status != "unset"):
+        shown = "true" if clock_set else "false"
+        raise ValueError(f"clock_set is {shown} but clock_source.status is {source.status}")
+
+
 class OpenEvent(_Model):
     """First journal line: everything known when the clip starts."""
 
@@ -144,6 +191,12 @@ class OpenEvent(_Model):
     continues: ClipIdHex | None
     continues_chain_head: Sha256Hex | None
     device_public_key: Base64
+    clock_source: ClockSource | None = Field(default=None, exclude_if=_is_none)
+
+    @model_validator(mode="after")
+    def _clock_consistent(self) -> OpenEvent:
+        _clock_agrees(self.clock_set, self.clock_source)
+        return self
 
 
 class SealEvent(SegmentEntry):
@@ -209,6 +262,12 @@ class Manifest(_Model):
     chain_head: Sha256Hex
     device_public_key: Base64
     device_key_fingerprint: Fingerprint
+    clock_source: ClockSource | None = Field(default=None, exclude_if=_is_none)
+
+    @model_validator(mode="after")
+    def _clock_consistent(self) -> Manifest:
+        _clock_agrees(self.clock_set, self.clock_source)
+        return self
 
     def encode(self) -> bytes:
         """The canonical bytes that are signed and stored as ``manifest.json``."""

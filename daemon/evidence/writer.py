@@ -31,6 +31,7 @@ from bodycam.daemon.evidence.journal import JOURNAL_NAME, JournalWriter
 from bodycam.daemon.evidence.manifest import build_manifest, write_manifest
 from bodycam.daemon.evidence.schema import (
     UNKNOWN_TIMESTAMP,
+    ClockSource,
     CloseEvent,
     OpenEvent,
     SealedSegment,
@@ -70,6 +71,14 @@ class _OpenSegment:
     failed: bool = False
 
 
+def _with_clock_source(opened: OpenEvent, source: ClockSource) -> OpenEvent:
+    """``opened`` with ``source`` added, validated as a whole (it must agree with clock_set)."""
+    try:
+        return OpenEvent.model_validate({**dict(opened), "clock_source": source})
+    except ValueError as exc:
+        raise EvidenceError(f"cannot start a clip: {first_error(exc)}") from None
+
+
 class ClipWriter:
     """One clip being recorded. Create with :meth:`create`; finish with :meth:`close`."""
 
@@ -107,12 +116,16 @@ class ClipWriter:
         signing_key: Ed25519PrivateKey,
         force_key: X25519PublicKey,
         storage: Storage | None = None,
+        clock_source: ClockSource | None = None,
     ) -> ClipWriter:
         """Start a clip: a new directory whose journal's ``open`` line is on disk.
 
         The directory is built under a hidden ``.<name>.creating`` name and renamed into place
         once the ``open`` line is fsynced, so a clip directory never lacks its ``open`` line;
         recovery removes a leftover ``.creating`` directory (it can hold no footage).
+
+        ``clock_source`` (who set the clock, from the dock hooks) goes into the ``open`` line
+        and from there into the manifest, whether ``close`` or recovery writes it.
 
         Raises:
             EvidenceError: ``info`` is not valid (the message names the field).
@@ -130,6 +143,8 @@ class ClipWriter:
             force_key=force_key,
             wrapped=wrapped,
         )
+        if clock_source is not None:
+            opened = _with_clock_source(opened, clock_source)
         name = clip_dir_name(started_utc, clip_uuid.hex)
         clips_dir.mkdir(parents=True, exist_ok=True)
         final = clips_dir / name

@@ -99,4 +99,60 @@ def test_the_record_is_plain_json(tmp_path: Path) -> None:
         "confirmed_by": None,
         "offset_s": 0.0,
         "floor_utc_s": None,
+        "confirmed_from": None,
     }
+
+
+def test_the_source_a_clip_records_names_both_docks_and_survives_a_restart(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / CLOCK_TRUST_FILE
+    trust = ClockTrust(path)
+    allow(trust, "a", NOW, now=NOW - dt.timedelta(days=9), is_set=False)
+    allow(trust, "b", NOW + dt.timedelta(seconds=60), now=NOW, is_set=True)
+    source = trust.source(True)
+    assert (source.status, source.set_by, source.confirmed_by, source.corrected_by) == (
+        "confirmed",
+        "a",
+        "b",
+        "b",
+    )
+    assert (source.offset_s, source.corrections) == (60.0, 2)
+    # After a restart: the same docks, but no correction since this daemon started...
+    again = ClockTrust(path)
+    restarted = again.source(True)
+    assert (restarted.set_by, restarted.confirmed_by, restarted.corrections) == ("a", "b", 0)
+    # ...and a clock that lost its time rests on no dock, whatever the record remembers.
+    lost = again.source(False)
+    assert (lost.status, lost.set_by, lost.corrected_by, lost.offset_s) == (
+        "unset",
+        None,
+        None,
+        None,
+    )
+    # A new provisional time forgets the old confirmation.
+    allow(again, "c", NOW, now=NOW, is_set=False)
+    fresh = again.source(True)
+    assert (fresh.status, fresh.set_by, fresh.confirmed_by) == ("provisional", "c", None)
+
+
+def test_a_clock_set_by_no_dock_is_provisional_and_names_none() -> None:
+    source = ClockTrust().source(True)
+    assert (source.status, source.set_by, source.corrected_by, source.offset_s) == (
+        "provisional",
+        None,
+        None,
+        None,
+    )
+
+
+def test_a_damaged_record_still_gives_a_valid_source(tmp_path: Path) -> None:
+    path = tmp_path / CLOCK_TRUST_FILE
+    path.write_text(
+        '{"status": "confirmed", "set_by": "' + "x" * 500 + '", "confirmed_by": "",'
+        ' "offset_s": NaN, "confirmed_from": null}'
+    )
+    source = ClockTrust(path).source(True)  # would raise if a value went through unbounded
+    assert source.status == "confirmed"
+    assert source.corrected_by == "x" * 64
+    assert (source.set_by, source.confirmed_by, source.offset_s) == (None, None, None)

@@ -66,7 +66,14 @@ class FullCard:
 
 class Harness:
     def __init__(
-        self, tmp: Path, keys: Keys, *, gop: int, segment_s: float = 2.0, room: int | None = None
+        self,
+        tmp: Path,
+        keys: Keys,
+        *,
+        gop: int,
+        segment_s: float = 2.0,
+        room: int | None = None,
+        clock: SimClock | None = None,
     ) -> None:
         self.clips = tmp / "clips"
         self.keys = keys
@@ -85,7 +92,8 @@ class Harness:
             force_key=keys.force.public_key(),
         )
         storage = FullCard(self.clips, room) if room is not None else None
-        self.recorder = Recorder(settings, clock=SimClock(), storage=storage, on_notice=self.note)
+        self.clock = clock or SimClock()
+        self.recorder = Recorder(settings, clock=self.clock, storage=storage, on_notice=self.note)
 
     def note(self, notice: Notice) -> None:
         self.notices.append(notice)
