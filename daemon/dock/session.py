@@ -19,9 +19,7 @@ import datetime as dt
 import enum
 import logging
 import os
-import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -40,19 +38,17 @@ from bodycam.daemon.dock.auth import (
 from bodycam.daemon.dock.clock_trust import ClockRefused, ClockTrust
 from bodycam.daemon.dock.outbox import Outbox
 from bodycam.daemon.dock.policy import PolicyError, SignedPolicy, check_signed_policy
+from bodycam.daemon.dock.session_limits import MAX_REQUEST_PAYLOAD, AuthLimiter, largest_requests
 from bodycam.daemon.evidence.keys import raw_public_bytes
-from bodycam.drivers.link.endpoint import SessionEnded
+from bodycam.drivers.link.endpoint import DEFAULT_WINDOW
 from bodycam.drivers.link.errors import ProtocolError
 from bodycam.drivers.link.messages import (
-    MAX_POLICY_SIZE,
     PROTOCOL_VERSION,
     SCHEMA_HASH,
-    Ack,
     AuthDevice,
     AuthDock,
     Bye,
     ByeAck,
-    ByeReason,
     Capability,
     Commit,
     CommitAck,
@@ -62,7 +58,6 @@ from bodycam.drivers.link.messages import (
     Data,
     DockCertificate,
     ErrorCode,
-    FileKind,
     Hello,
     ListClips,
     ListReply,
@@ -75,52 +70,12 @@ from bodycam.drivers.link.messages import (
     TimeSet,
     encode_message,
 )
+from bodycam.drivers.link.responder import SessionEnded
 
 _log = logging.getLogger(__name__)
 
 LIST_PAGE = 64
 CAMERA_CAPABILITIES = Capability.RESUME | Capability.TIME | Capability.CONFIG
-# After the n-th failed authentication in a row, refuse for min(2**(n-1), 60) seconds.
-_LOCKOUT_MAX_S = 60.0
-
-
-def largest_requests() -> list[Message]:
-    """The largest message of every type a dock may send, every bounded field at its bound."""
-    cert = DockCertificate(
-        dock_id="d" * 64,
-        public_key=bytes(32),
-        not_before_s=0,
-        not_after_s=0,
-        issuer=bytes(8),
-        signature=bytes(64),
-    )
-    return [
-        Hello(
-            PROTOCOL_VERSION,
-            SCHEMA_HASH,
-            Role.DOCK,
-            "n" * 64,
-            "f" * 64,
-            Capability(0),
-            0,
-            0,
-            bytes(32),
-        ),
-        AuthDock(cert, bytes(64)),
-        TimeSet(0, bytes(64)),
-        ConfigPush(bytes(MAX_POLICY_SIZE), bytes(64)),
-        ListClips(0, 0),
-        Read(bytes(16), FileKind.SEGMENT, 0, 0, 0),
-        Commit(bytes(16), bytes(32), bytes(64)),
-        StatusReq(),
-        Bye(ByeReason.DONE),
-        Ack(),
-    ]
-
-
-# The camera's deframer takes no payload longer than the largest request (CONFIG_PUSH with a
-# full policy, 8 258 bytes): a forged header cannot make it wait for 64 KiB.
-MAX_REQUEST_PAYLOAD = max(len(encode_message(m)) for m in largest_requests())
 
 
 class Phase(enum.Enum):
@@ -137,30 +92,6 @@ class CameraIdentity:
     # None: the camera was never given the force authority's key, so no dock can prove
     # itself and nothing leaves the camera.
     authority: Ed25519PublicKey | None
-
-
-@dataclass
-class AuthLimiter:
-    """Backs off after failed dock authentications; shared by all sessions of a daemon."""
-
-    failures: int = 0
-    locked_until: float = 0.0
-    monotonic: Callable[[], float] = field(default=time.monotonic)
-
-    def check(self) -> None:
-        wait = self.locked_until - self.monotonic()
-        if wait > 0:
-            raise ProtocolError(
-                ErrorCode.RATE_LIMITED, f"too many failed attempts; retry in {wait:.0f} s"
-            )
-
-    def failed(self) -> None:
-        self.failures += 1
-        self.locked_until = self.monotonic() + min(2.0 ** (self.failures - 1), _LOCKOUT_MAX_S)
-
-    def succeeded(self) -> None:
-        self.failures = 0
-        self.locked_until = 0.0
 
 
 @dataclass(frozen=True)
@@ -207,6 +138,15 @@ class SessionLog:
     foreign_requests: int = 0  # requests from another connection that reset the session
 
 
+@dataclass(frozen=True)
+class _AuthenticatedDock:
+    """The dock that proved itself in this session, and the transcript it signed."""
+
+    key: Ed25519PublicKey
+    certificate: DockCertificate
+    transcript: bytes
+
+
 class CameraSession:
     """Answers one dock connection (the Responder's handler)."""
 
@@ -224,14 +164,21 @@ class CameraSession:
         self.limiter = limiter
         # Shared by the sessions of a daemon (a different dock confirms in another session).
         self.clock_trust = clock_trust if clock_trust is not None else ClockTrust()
-        self.phase = Phase.NEW
         self.log = SessionLog()
-        self._forget()
+        # The phase is derived from these two, so it cannot disagree with what is known.
+        self._transcript: bytes | None = None  # set by a good HELLO exchange
+        self._dock: _AuthenticatedDock | None = None  # set by a good AUTH_DOCK
+
+    @property
+    def phase(self) -> Phase:
+        """Where the session stands: NEW, GREETED (HELLO done) or AUTHENTICATED."""
+        if self._dock is not None:
+            return Phase.AUTHENTICATED
+        return Phase.NEW if self._transcript is None else Phase.GREETED
 
     def _forget(self) -> None:
-        self._transcript = b""
-        self._dock_key: Ed25519PublicKey | None = None
-        self._dock_cert: DockCertificate | None = None
+        self._transcript = None
+        self._dock = None
 
     def new_peer(self, seq: int) -> None:
         """Another connection is talking (the Responder's ``on_new_peer``): start over.
@@ -248,7 +195,6 @@ class CameraSession:
                 self.log.dock_id,
                 seq,
             )
-        self.phase = Phase.NEW
         self._forget()
 
     async def handle(self, message: Message) -> Message | None:
@@ -287,7 +233,6 @@ class CameraSession:
     # ----- handshake ----------------------------------------------------------------------
 
     def _hello(self, hello: Hello) -> Hello:
-        self.phase = Phase.NEW
         self._forget()
         if hello.role != Role.DOCK:
             raise ProtocolError(ErrorCode.BAD_STATE, "HELLO must come from a dock")
@@ -310,29 +255,27 @@ class CameraSession:
             firmware=self.identity.firmware[:64],
             capabilities=CAMERA_CAPABILITIES,
             max_payload=MAX_REQUEST_PAYLOAD,
-            window=16,
+            window=DEFAULT_WINDOW,
             nonce=os.urandom(32),
         )
         self._transcript = transcript_hash(encode_message(hello), encode_message(reply))
-        self.phase = Phase.GREETED
         self.log.dock_id = hello.node_id
         return reply
 
     def _auth(self, auth: AuthDock) -> AuthDevice:
-        if self.phase is Phase.NEW:
+        transcript = self._transcript
+        if transcript is None:
             raise ProtocolError(ErrorCode.BAD_STATE, "AUTH_DOCK before HELLO")
         self.limiter.check()
         try:
-            dock_key = self._check_dock(auth)
+            dock_key = self._check_dock(auth, transcript)
         except AuthError as exc:
             self.limiter.failed()
             self.log.refusal = str(exc)
             _log.warning("dock authentication failed (%d in a row): %s", self.limiter.failures, exc)
             raise ProtocolError(ErrorCode.AUTH_FAILED, str(exc)[:200]) from None
         self.limiter.succeeded()
-        self._dock_key = dock_key
-        self._dock_cert = auth.certificate
-        self.phase = Phase.AUTHENTICATED
+        self._dock = _AuthenticatedDock(dock_key, auth.certificate, transcript)
         self.log.authenticated = True
         self.log.dock_id = auth.certificate.dock_id
         _log.info("dock %s authenticated", auth.certificate.dock_id)
@@ -340,10 +283,10 @@ class CameraSession:
         return AuthDevice(
             device_id=self.identity.device_id,
             public_key=raw_public_bytes(key.public_key()),
-            signature=sign(key, AUTH_DEVICE_CONTEXT, self._transcript),
+            signature=sign(key, AUTH_DEVICE_CONTEXT, transcript),
         )
 
-    def _check_dock(self, auth: AuthDock) -> Ed25519PublicKey:
+    def _check_dock(self, auth: AuthDock, transcript: bytes) -> Ed25519PublicKey:
         authority = self.identity.authority
         if authority is None:
             raise AuthError("this camera holds no force authority key (not provisioned)")
@@ -351,7 +294,7 @@ class CameraSession:
         # "Clock trust"): one wrong dock must not lock out every honest one.
         now = self.clock_trust.certificate_time(self.hooks.utc_now(), self.hooks.clock_is_set())
         dock_key = verify_dock_certificate(auth.certificate, authority, now=now)
-        if not verify(dock_key, auth.signature, AUTH_DOCK_CONTEXT, self._transcript):
+        if not verify(dock_key, auth.signature, AUTH_DOCK_CONTEXT, transcript):
             raise AuthError(
                 f"dock {auth.certificate.dock_id!r} did not sign this session's transcript"
             )
@@ -371,10 +314,14 @@ class CameraSession:
             data=data,
         )
 
-    def _signed_by_dock(self, signature: bytes, context: bytes, *parts: bytes) -> None:
-        assert self._dock_key is not None
-        if not verify(self._dock_key, signature, context, self._transcript, *parts):
+    def _signed_by_dock(self, signature: bytes, context: bytes, *parts: bytes) -> DockCertificate:
+        """Check a request's signature by the authenticated dock; its certificate."""
+        dock = self._dock
+        if dock is None:  # handle() serves these only when authenticated
+            raise ProtocolError(ErrorCode.NOT_AUTHENTICATED, "the dock has not authenticated")
+        if not verify(dock.key, signature, context, dock.transcript, *parts):
             raise ProtocolError(ErrorCode.BAD_SIGNATURE, "not signed by the authenticated dock")
+        return dock.certificate
 
     def _commit(self, commit: Commit) -> CommitAck:
         self._signed_by_dock(commit.signature, COMMIT_CONTEXT, commit.clip_id, commit.chain_head)
@@ -397,11 +344,9 @@ class CameraSession:
         return CommitAck(clip_id=commit.clip_id, status=CommitStatus.DELETED)
 
     def _time(self, message: TimeSet) -> TimeAck:
-        self._signed_by_dock(
+        cert = self._signed_by_dock(
             message.signature, TIME_CONTEXT, message.utc_us.to_bytes(8, "little", signed=True)
         )
-        cert = self._dock_cert
-        assert cert is not None  # authenticated
         try:
             utc = dt.datetime.fromtimestamp(message.utc_us / 1_000_000, dt.UTC)
         except (OverflowError, OSError, ValueError):
@@ -446,3 +391,18 @@ class CameraSession:
         applied = self.hooks.apply_policy(signed)
         self.log.policy_serial = signed.policy.serial
         return ConfigAck(serial=signed.policy.serial, applied=applied)
+
+
+__all__ = [
+    "CAMERA_CAPABILITIES",
+    "LIST_PAGE",
+    "MAX_REQUEST_PAYLOAD",
+    "AuthLimiter",
+    "CameraHooks",
+    "CameraIdentity",
+    "CameraSession",
+    "Phase",
+    "SessionLog",
+    "TimeChange",
+    "largest_requests",
+]

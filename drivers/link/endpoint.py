@@ -1,8 +1,8 @@
-"""Requests and replies over a ByteLink: windowed, retried, acknowledged, always timed out.
+"""Requests and replies over a ByteLink: the dock's Requester and what both sides share.
 
 The dock asks and the camera answers (docs/protocol.md, "Sequence numbers"):
 
-* :class:`Requester` (dock) numbers each new request, keeps at most ``window`` of them
+* :class:`Requester` (dock, here) numbers each new request, keeps at most ``window`` of them
   unanswered (back-pressure: ``submit`` waits), and resends a request whose reply is late
   (``retry_s``) or evidently lost (the reply to a *later* request arrived first: the link
   keeps order, so the earlier request or its reply was dropped). A retry reuses the number,
@@ -11,44 +11,33 @@ The dock asks and the camera answers (docs/protocol.md, "Sequence numbers"):
   for ``silence_s`` while requests wait, however many retries that took. ``loss`` (an
   average of how many sends needed a retry) lets a caller ask for smaller chunks on a
   noisy link, where a 64 KiB frame rarely arrives intact.
-* :class:`Responder` (camera) answers requests in arrival order, caches each reply until the
-  dock's cumulative ``ack`` says it arrived, and answers a repeated request with the very
-  same frame, so a retried COMMIT never deletes twice nor a retried READ reads other bytes.
-  Its cache is bounded by the window; it never buffers more than that for a slow dock.
+* :class:`~bodycam.drivers.link.responder.Responder` (camera) answers requests in arrival
+  order, replays cached replies to retries, and binds a session to its request stream. It
+  lives in :mod:`bodycam.drivers.link.responder` and is re-exported here, with
+  ``ResponderStats``, ``SessionEnded`` and ``Handler``, so callers import both sides from
+  this module.
 
-Frames that fail their checks are dropped by the deframer; the retry covers them. A frame
-that is intact but not understood gets an ERROR reply naming the problem. A partial frame
-that does not complete in time (``partial_frame_s``) is abandoned and the bytes behind its
-header are scanned again, so a forged header costs at most one frame's bytes and a second.
+What both sides share (defaults, counters, the wrapping arithmetic of sequence numbers) is in
+:mod:`bodycam.drivers.link.stream`, re-exported here.
 
-A session is bound to its request stream: after a HELLO, the Responder knows which numbers
-that dock can still send (a window above what it has answered, and retries of what it has
-just answered). A request numbered outside that range comes from another connection (a
-second process on the same tty after the first died without BYE): the Responder forgets the
-session (``on_new_peer``) before it answers, so nothing authenticated carries over.
+Frames that fail their checks are dropped by the deframer; the retry covers them. A partial
+frame that does not complete in time (``partial_frame_s``) is abandoned and the bytes behind
+its header are scanned again, so a forged header costs at most one frame's bytes and a second.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 import secrets
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from bodycam.drivers.interfaces import ByteLink, LinkClosedError
 from bodycam.drivers.link.errors import ProtocolError
-from bodycam.drivers.link.frame import (
-    FLAG_IGNORABLE,
-    MAX_PAYLOAD,
-    Deframer,
-    Frame,
-    encode_frame,
-)
+from bodycam.drivers.link.frame import Deframer, Frame, encode_frame
 from bodycam.drivers.link.messages import (
     ErrorCode,
     ErrorReply,
@@ -57,42 +46,32 @@ from bodycam.drivers.link.messages import (
     decode_message,
     encode_message,
 )
+from bodycam.drivers.link.responder import Handler, Responder, ResponderStats, SessionEnded
+from bodycam.drivers.link.stream import (
+    DEFAULT_WINDOW,
+    PARTIAL_FRAME_S,
+    SEQ_LIMIT,
+    CumulativeAck,
+    LinkStats,
+    PeerSilentError,
+    RemoteError,
+    next_seq,
+    send_frame,
+    seq_ahead,
+    type_name,
+)
 
 _log = logging.getLogger(__name__)
 
-DEFAULT_WINDOW = 16
-# A partial frame not completed this long after it began (Responder) or after its last
-# byte (Requester) is abandoned. A whole request crosses USB or a pty in milliseconds.
-PARTIAL_FRAME_S = 1.0
-_SEQ_LIMIT = 0xFFFF_FFFF
-_SEQ_SPACE = _SEQ_LIMIT + 1
 
-Parts = tuple[bytes, bytes | bytearray | memoryview, bytes]
-
-
-class PeerSilentError(LinkClosedError):
-    """The other end stopped answering: every retry of a request went unanswered."""
-
-
-class RemoteError(ProtocolError):
-    """The peer answered a request with ERROR."""
-
-
-@dataclass
-class LinkStats:
-    frames_sent: int = 0
-    frames_received: int = 0
-    bytes_sent: int = 0
-    retries: int = 0
-    duplicates: int = 0
-    errors_sent: int = 0
-
-
-async def _send(link: ByteLink, lock: asyncio.Lock, parts: Parts, stats: LinkStats) -> None:
-    async with lock:
-        await link.write(*parts)
-    stats.frames_sent += 1
-    stats.bytes_sent += len(parts[0]) + len(parts[1]) + len(parts[2])
+def _error_text(frame: Frame) -> str:
+    try:
+        reply = decode_message(frame.type, frame.payload)
+    except ProtocolError as exc:
+        return str(exc)
+    if isinstance(reply, ErrorReply):
+        return f"{ErrorCode(reply.code).name}: {reply.detail}"
+    return type(reply).__name__
 
 
 @dataclass
@@ -136,8 +115,8 @@ class Requester:
         self._lock = asyncio.Lock()
         self._next_seq = initial_seq
         self._pending: OrderedDict[int, _Pending] = OrderedDict()
-        self._answered: set[int] = set()
-        self._cum_ack = initial_seq - 1
+        # Unanswered requests are at most a window, so the gaps are bounded without a cap.
+        self._answered = CumulativeAck(initial_seq - 1)
         self._slots = asyncio.Semaphore(window)
         self._failure: BaseException | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -164,7 +143,7 @@ class Requester:
 
         Raises:
             RemoteError: The peer answered ERROR.
-            PeerSilentError: No reply after ``max_tries`` sends.
+            PeerSilentError: Nothing arrived from the peer for ``silence_s``.
             LinkClosedError: The link is gone.
         """
         return await (await self.submit(message))
@@ -178,7 +157,7 @@ class Requester:
             self._slots.release()
             raise self._failure
         seq = self._next_seq
-        self._next_seq = 1 if seq >= _SEQ_LIMIT else seq + 1
+        self._next_seq = next_seq(seq)
         future: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
         future.add_done_callback(lambda _f: self._slots.release())
         if not self._pending:
@@ -195,10 +174,10 @@ class Requester:
         pending.tries += 1
         pending.sent_at = time.monotonic()
         parts = encode_frame(
-            int(pending.message.TYPE), pending.payload, seq=pending.seq, ack=self._cum_ack
+            int(pending.message.TYPE), pending.payload, seq=pending.seq, ack=self._answered.value
         )
         try:
-            await _send(self.link, self._lock, parts, self.stats)
+            await send_frame(self.link, self._lock, parts, self.stats)
         except LinkClosedError as exc:
             self._fail_all(exc)
             raise
@@ -234,7 +213,7 @@ class Requester:
         if pending is None:
             self.stats.duplicates += 1
             return
-        self._mark_answered(frame.seq)
+        self._answered.done(frame.seq)
         if pending.tries == 1:
             self.loss *= 0.9
         if not pending.future.done():  # the caller may have given up (cancelled) meanwhile
@@ -253,12 +232,6 @@ class Requester:
             if earlier.seq != frame.seq and earlier.sent_at < pending.sent_at:
                 self.stats.retries += 1
                 await self._transmit(earlier)
-
-    def _mark_answered(self, seq: int) -> None:
-        self._answered.add(seq)
-        while (self._cum_ack + 1) in self._answered:
-            self._cum_ack += 1
-            self._answered.discard(self._cum_ack)
 
     async def _retry_loop(self) -> None:
         while True:
@@ -291,263 +264,11 @@ class Requester:
                 pending.future.exception()
 
 
-def _ahead(base: int, seq: int) -> int:
-    """How far ``seq`` is above ``base`` in the wrapping number space (negative: below)."""
-    diff = (seq - base) % _SEQ_SPACE
-    return diff - _SEQ_SPACE if diff >= _SEQ_SPACE // 2 else diff
-
-
-def _type_name(msg_type: int) -> str:
-    try:
-        return MsgType(msg_type).name
-    except ValueError:
-        return f"{msg_type:#06x}"
-
-
-def _error_text(frame: Frame) -> str:
-    try:
-        reply = decode_message(frame.type, frame.payload)
-    except ProtocolError as exc:
-        return str(exc)
-    if isinstance(reply, ErrorReply):
-        return f"{ErrorCode(reply.code).name}: {reply.detail}"
-    return type(reply).__name__
-
-
-Handler = Callable[[Message], Awaitable[Message | None]]
-
-
-@dataclass
-class _Cached:
-    digest: bytes
-    parts: Parts
-
-
-@dataclass
-class ResponderStats(LinkStats):
-    requests: int = 0
-    replays: int = 0
-    stale: int = 0
-    foreign: int = 0
-    data_bytes_sent: int = 0
-
-
-class SessionEnded(Exception):  # noqa: N818 - a signal from a handler, not an error
-    """Raised by a handler after its reply to end the session (BYE)."""
-
-    def __init__(self, reply: Message) -> None:
-        super().__init__("session ended")
-        self.reply = reply
-
-
-class Responder:
-    """The answering side (the camera): serves one link until BYE, hang-up or silence.
-
-    Args:
-        link: The link to serve.
-        handler: Answers each request (the camera's session).
-        window: Most requests the dock keeps unanswered (the camera's HELLO says so).
-        idle_timeout_s: The session ends after this long without a byte from the dock.
-        max_payload: Largest request payload accepted; longer headers are dropped at once.
-        partial_frame_s: A partial frame not complete this long after it began is abandoned.
-        on_new_peer: Called (with the request's seq) before a request from outside this
-            session's request stream is handled: the handler must forget the session.
-    """
-
-    def __init__(
-        self,
-        link: ByteLink,
-        handler: Handler,
-        *,
-        window: int = DEFAULT_WINDOW,
-        idle_timeout_s: float = 30.0,
-        max_payload: int = MAX_PAYLOAD,
-        partial_frame_s: float = PARTIAL_FRAME_S,
-        on_new_peer: Callable[[int], None] | None = None,
-    ) -> None:
-        self.link = link
-        self.handler = handler
-        self.window = window
-        self.idle_timeout_s = idle_timeout_s
-        self.partial_frame_s = partial_frame_s
-        self.on_new_peer = on_new_peer
-        self.stats = ResponderStats()
-        self._deframer = Deframer(max_payload)
-        self._lock = asyncio.Lock()
-        self._cache: OrderedDict[int, _Cached] = OrderedDict()
-        self._processed: set[int] = set()
-        self._cum_ack = 0
-        self._peer_ack = 0
-        self._high = 0  # the highest request number handled in this session
-        self._bound = False  # a HELLO has fixed this session's request stream
-
-    @property
-    def deframer(self) -> Deframer:
-        """The deframer of this link (its counters are diagnostics)."""
-        return self._deframer
-
-    async def run(self) -> None:
-        """Answer until the peer says BYE (returns) or goes silent (returns).
-
-        Raises:
-            LinkClosedError: The link went away (the dock vanished or was unplugged).
-        """
-        loop = asyncio.get_running_loop()
-        deframer = self._deframer
-        partial_since = 0.0
-        while True:
-            wait = self.idle_timeout_s
-            if deframer.buffered:
-                # The honest dock's retries keep bytes coming, so the deadline counts from
-                # where the partial frame began, not from its last byte.
-                wait = min(wait, max(0.0, partial_since + self.partial_frame_s - loop.time()))
-            try:
-                async with asyncio.timeout(wait):
-                    data = await self.link.read()
-            except TimeoutError:
-                if not deframer.buffered or wait >= self.idle_timeout_s:
-                    _log.warning(
-                        "%s: dock silent for %.0f s; ending the session",
-                        self.link.name,
-                        self.idle_timeout_s,
-                    )
-                    return
-                frames = deframer.abandon()
-                _log.warning(
-                    "%s: a frame did not complete within %.1f s; dropped it",
-                    self.link.name,
-                    self.partial_frame_s,
-                )
-                partial_since = loop.time()
-            else:
-                pending = deframer.buffered
-                frames = deframer.feed(data)
-                if deframer.buffered and (frames or not pending):
-                    partial_since = loop.time()  # a new partial frame began in this read
-            for frame in frames:
-                self.stats.frames_received += 1
-                if await self._on_frame(frame):
-                    return
-
-    async def _on_frame(self, frame: Frame) -> bool:
-        """Handle one frame; True when the session is over."""
-        if frame.seq == 0 or frame.type == MsgType.ACK:
-            if self._plausible_ack(frame.ack):
-                self._peer_ack = max(self._peer_ack, frame.ack)
-                self._forget_acknowledged()
-            return False
-        digest = hashlib.blake2b(
-            frame.type.to_bytes(2, "little") + frame.payload, digest_size=16
-        ).digest()
-        cached = self._cache.get(frame.seq)
-        if cached is not None and cached.digest == digest:
-            self.stats.replays += 1
-            await _send(self.link, self._lock, cached.parts, self.stats)
-            return False
-        if frame.type == MsgType.HELLO:
-            self._reset(frame.seq)  # a new dock connection (or a new session on the same one)
-            self._bound = True
-        elif self._bound and not self._in_session(frame.seq):
-            # No request of this session's dock can carry this number: another connection.
-            _log.warning(
-                "%s: request %s numbered %d is outside this session's stream: "
-                "a new connection; the session is forgotten",
-                self.link.name,
-                _type_name(frame.type),
-                frame.seq,
-            )
-            self.stats.foreign += 1
-            self._reset(frame.seq)
-            if self.on_new_peer is not None:
-                self.on_new_peer(frame.seq)
-        elif frame.seq in self._processed or self._recently_done(frame.seq):
-            self.stats.stale += 1  # answered, and the dock said it has the answer
-            return False
-        if self._plausible_ack(frame.ack):
-            self._peer_ack = max(self._peer_ack, frame.ack)
-            self._forget_acknowledged()
-        self.stats.requests += 1
-        ended = False
-        try:
-            message = decode_message(frame.type, frame.payload)
-            reply = await self.handler(message)
-        except SessionEnded as end:
-            reply, ended = end.reply, True
-        except ProtocolError as exc:
-            if exc.code == ErrorCode.UNKNOWN_MESSAGE and frame.flags & FLAG_IGNORABLE:
-                reply = None
-            else:
-                detail = exc.detail.encode()[:200].decode("utf-8", errors="ignore")
-                reply = ErrorReply(code=exc.code, ref_type=frame.type, detail=detail)
-                self.stats.errors_sent += 1
-        self._mark_processed(frame.seq)
-        if _ahead(self._high, frame.seq) > 0:
-            self._high = frame.seq
-        if reply is not None:
-            payload = encode_message(reply)
-            parts = encode_frame(int(reply.TYPE), payload, seq=frame.seq, ack=self._cum_ack)
-            self._cache[frame.seq] = _Cached(digest, parts)
-            self._trim_cache()
-            if reply.TYPE == MsgType.DATA:
-                self.stats.data_bytes_sent += len(payload)
-            await _send(self.link, self._lock, parts, self.stats)
-        return ended
-
-    def _recently_done(self, seq: int) -> bool:
-        # A duplicate of a request answered a moment ago. A number far below (another
-        # dock's random start) is a new request and gets a real answer, if only an ERROR.
-        return 0 <= (self._cum_ack - seq) % _SEQ_SPACE < 4 * self.window
-
-    def _in_session(self, seq: int) -> bool:
-        """Whether this session's dock can send a request numbered ``seq``.
-
-        It numbers new requests one by one and keeps at most ``window`` unanswered, so a new
-        one lies at most a window above the highest handled; a retry lies in the gaps below
-        that or among the last answered (which :meth:`_recently_done` then ignores).
-        """
-        if self._recently_done(seq):
-            return True
-        return 0 < _ahead(self._cum_ack, seq) <= _ahead(self._cum_ack, self._high) + self.window
-
-    def _plausible_ack(self, ack: int) -> bool:
-        # Once bound, an ack names a reply already sent: none above the highest request
-        # handled (a stranger's ack must not make the camera forget this session's replies).
-        if not self._bound:
-            return True
-        return _ahead(ack, self._high) >= 0 and _ahead(self._cum_ack, ack) <= 4 * self.window
-
-    def _reset(self, first_seq: int) -> None:
-        self._cache.clear()
-        self._processed.clear()
-        self._cum_ack = first_seq - 1
-        self._peer_ack = first_seq - 1
-        self._high = first_seq - 1
-
-    def _mark_processed(self, seq: int) -> None:
-        self._processed.add(seq)
-        while (self._cum_ack + 1) in self._processed:
-            self._cum_ack += 1
-            self._processed.discard(self._cum_ack)
-        if len(self._processed) > 4 * self.window:
-            # Gaps that old are requests the dock gave up on: do not hold them forever.
-            self._cum_ack = max(self._processed) - 4 * self.window
-            self._processed = {s for s in self._processed if s > self._cum_ack}
-
-    def _forget_acknowledged(self) -> None:
-        while self._cache:
-            seq = next(iter(self._cache))
-            if seq > self._peer_ack:
-                break
-            del self._cache[seq]
-
-    def _trim_cache(self) -> None:
-        while len(self._cache) > 2 * self.window:
-            self._cache.popitem(last=False)
-
-
 __all__ = [
     "DEFAULT_WINDOW",
     "PARTIAL_FRAME_S",
+    "SEQ_LIMIT",
+    "CumulativeAck",
     "Handler",
     "LinkStats",
     "PeerSilentError",
@@ -556,4 +277,8 @@ __all__ = [
     "Responder",
     "ResponderStats",
     "SessionEnded",
+    "next_seq",
+    "send_frame",
+    "seq_ahead",
+    "type_name",
 ]

@@ -14,11 +14,15 @@ import pytest
 
 from bodycam.drivers.interfaces import ByteLink, LinkClosedError
 from bodycam.drivers.link.endpoint import (
+    SEQ_LIMIT,
+    CumulativeAck,
     PeerSilentError,
     RemoteError,
     Requester,
     Responder,
     SessionEnded,
+    next_seq,
+    seq_ahead,
 )
 from bodycam.drivers.link.errors import ErrorCode, ProtocolError
 from bodycam.drivers.link.frame import (
@@ -645,3 +649,38 @@ async def test_idle_gap_longer_than_silence_does_not_fail_the_next_call(wire: Wi
         await asyncio.sleep(0.5)  # the dock verifies a clip; nothing is outstanding
         camera.delay = 0.15  # a camera that takes a moment (deleting a clip, say)
         assert await req.call(StatusReq()) == STATUS
+
+
+def test_the_cumulative_ack_advances_over_the_wrap_of_the_numbers() -> None:
+    # Numbers run up to SEQ_LIMIT and go on at 1 (0 marks unsolicited frames): the ack
+    # must follow them there, not stall at SEQ_LIMIT.
+    acked = CumulativeAck(SEQ_LIMIT - 2)
+    for seq in (SEQ_LIMIT, 1, SEQ_LIMIT - 1):
+        acked.done(seq)
+    assert acked.value == 1
+    assert next_seq(SEQ_LIMIT) == 1
+    assert seq_ahead(SEQ_LIMIT, 1) > 0
+    assert seq_ahead(1, SEQ_LIMIT) < 0
+
+
+def test_the_cumulative_ack_gives_up_old_gaps() -> None:
+    acked = CumulativeAck(100, max_gaps=4)
+    for seq in (102, 103, 104, 105):  # 101 never comes
+        acked.done(seq)
+    assert acked.value == 100
+    assert acked.pending(105)
+    acked.done(107)  # five numbers held above the gap: the oldest gap is given up
+    assert acked.value == 103
+    assert acked.pending(104)
+    assert not acked.pending(102)
+
+
+def test_the_endpoint_module_still_exports_both_sides() -> None:
+    from bodycam.drivers.link import endpoint, responder
+
+    assert endpoint.Responder is responder.Responder
+    assert endpoint.SessionEnded is responder.SessionEnded
+    for name in endpoint.__all__:
+        assert getattr(endpoint, name) is not None
+    with pytest.raises(AttributeError):
+        _ = endpoint.NoSuchName  # type: ignore[attr-defined]

@@ -35,7 +35,13 @@ from bodycam.daemon.dock.session import (
 )
 from bodycam.drivers.link.endpoint import RemoteError, Requester, Responder
 from bodycam.drivers.link.errors import ErrorCode
-from bodycam.drivers.link.frame import MAX_PAYLOAD, pack_header
+from bodycam.drivers.link.frame import (
+    MAX_PAYLOAD,
+    Deframer,
+    frame_bytes,
+    pack_header,
+    unpack_header,
+)
 from bodycam.drivers.link.messages import (
     DOCK_TO_CAMERA,
     MAX_POLICY_SIZE,
@@ -45,6 +51,7 @@ from bodycam.drivers.link.messages import (
     AuthDock,
     Capability,
     DockCertificate,
+    ErrorReply,
     FileKind,
     Hello,
     ListClips,
@@ -53,6 +60,7 @@ from bodycam.drivers.link.messages import (
     MsgType,
     Read,
     Role,
+    decode_message,
     encode_message,
 )
 from bodycam.drivers.serial_link import FdLink, open_pty_pair, open_serial
@@ -219,3 +227,79 @@ def test_the_largest_request_is_config_push_with_a_full_policy() -> None:
     assert {m.TYPE for m in largest_requests()} == DOCK_TO_CAMERA  # every request is counted
     assert MAX_REQUEST_PAYLOAD == 2 + MAX_POLICY_SIZE + 64
     assert MAX_REQUEST_PAYLOAD < MAX_PAYLOAD
+
+
+async def exchange(link: FdLink, frames: list[bytes]) -> dict[int, tuple[int, Message]]:
+    """Write raw request frames (a scripted stranger) and collect one reply to each, by seq."""
+    deframer = Deframer()
+    replies: dict[int, tuple[int, Message]] = {}
+    for raw in frames:
+        seq = unpack_header(raw).seq
+        await link.write(raw)
+        while seq not in replies:
+            async with asyncio.timeout(10):
+                data = await link.read()
+            for frame in deframer.feed(data):
+                replies[frame.seq] = (frame.type, decode_message(frame.type, frame.payload))
+    return replies
+
+
+def request(message: Message, seq: int, ack: int = 0) -> bytes:
+    return frame_bytes(int(message.TYPE), encode_message(message), seq=seq, ack=ack)
+
+
+def refused(reply: tuple[int, Message]) -> ErrorCode | None:
+    _, message = reply
+    return ErrorCode(message.code) if isinstance(message, ErrorReply) else None
+
+
+async def test_a_malformed_hello_does_not_rebind_an_authenticated_session(
+    camera: Camera,
+) -> None:
+    # A stranger's frame typed HELLO that does not parse never reaches the session (it gets
+    # ERROR MALFORMED): it must not move the Responder onto the stranger's request stream
+    # while the session is still authenticated, or the stranger's next request is served.
+    async with serving(camera):
+        link = open_serial(camera.slave_path)
+        try:
+            async with Requester(link, retry_s=0.3, initial_seq=1000) as honest:
+                await authenticate(camera, honest)
+            stranger = 7_000_000
+            replies = await exchange(
+                link,
+                [
+                    frame_bytes(int(MsgType.HELLO), b"\x01", seq=stranger, ack=0),
+                    request(ListClips(cursor=0, max_entries=64), stranger + 1),
+                ],
+            )
+        finally:
+            link.close()
+    assert refused(replies[stranger]) == ErrorCode.MALFORMED
+    assert refused(replies[stranger + 1]) == ErrorCode.NOT_AUTHENTICATED
+    assert camera.session.phase is Phase.NEW
+    assert camera.responder.stats.foreign == 1
+
+
+async def test_a_foreign_request_clears_the_replies_kept_for_retries(camera: Camera) -> None:
+    # The honest dock's last reply is still cached (nothing acknowledged it). Once a
+    # request from another stream has reset the session, a copy of the honest request with
+    # its number is a new request of nobody's session, not a retry: no cached LIST_REPLY.
+    async with serving(camera):
+        link = open_serial(camera.slave_path)
+        try:
+            async with Requester(link, retry_s=0.3, initial_seq=1000) as honest:
+                await authenticate(camera, honest)  # seq 1000, 1001
+                assert isinstance(await honest.call(ListClips(0, 64)), ListReply)  # 1002
+            replies = await exchange(
+                link,
+                [
+                    request(ListClips(0, 64), 9_000_000),
+                    request(ListClips(0, 64), 1002, ack=1001),
+                ],
+            )
+        finally:
+            link.close()
+    assert refused(replies[9_000_000]) == ErrorCode.NOT_AUTHENTICATED
+    assert refused(replies[1002]) == ErrorCode.NOT_AUTHENTICATED
+    assert camera.responder.stats.replays == 0
+    assert camera.responder.stats.foreign == 2
