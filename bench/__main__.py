@@ -17,6 +17,7 @@ BENCHMARKS = [
     "peak_rss",
     "shift_speed",
     "dock_offload",
+    "dock_memory",
     "unit_exposure",
     "fleet",
 ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 import statistics
 from fractions import Fraction
 from pathlib import Path
@@ -63,3 +64,31 @@ def percentile(values: list[float], q: float) -> float:
 
 def median(values: list[float]) -> float:
     return statistics.median(values)
+
+
+def env_int(name: str, default: int) -> int:
+    """A positive whole number from the environment (a quick check shrinks a benchmark).
+
+    Raises:
+        SystemExit: The value is not a positive whole number (one line naming it).
+    """
+    text = os.environ.get(name)
+    if text is None:
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        raise SystemExit(f"{name}={text!r}: not a whole number") from None
+    if value < 1:
+        raise SystemExit(f"{name}={text!r}: must be at least 1")
+    return value
+
+
+def load_average() -> float:
+    """The 1-minute load average (what else the shared machine was doing)."""
+    return os.getloadavg()[0]
+
+
+def spread(values: list[float]) -> str:
+    """``min-max`` of a benchmark's per-run figures, for beside its median."""
+    return f"{min(values):.2f}-{max(values):.2f}"
