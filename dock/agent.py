@@ -2,13 +2,13 @@
 
 The session's flow lives here; what it reads and decides with lives beside it. The listing
 is paged and screened by :mod:`~bodycam.dock.listing` (every name through the store's name
-rule before a path is built, every size through :mod:`~bodycam.dock.limits`); a clip that
-cannot fit in the store's free space is refused before a byte is written. Each clip left is
-pulled and verified against the camera's *registered* key by :mod:`~bodycam.dock.fetch`
-(``verify_clip``, the very check ``bodycam verify --device-key`` runs). Only a clip that
-passes is stored under this camera's own device id, and only a copy stored so, naming this
-clip, this camera and the chain head the camera listed, is COMMITted: the one message that
-lets the camera delete it. Every refusal comes before that signature; a clip that fails is
+rule before a path is built, every size through :mod:`~bodycam.dock.limits`). Each clip
+left goes to :mod:`~bodycam.dock.offload`, one at a time: refused when it cannot fit in
+the store's free space, pulled and verified against the camera's *registered* key by
+:mod:`~bodycam.dock.fetch` (``verify_clip``, the very check ``bodycam verify --device-key``
+runs), stored under this camera's own device id, and COMMITted (the one message that lets
+the camera delete it) only when the stored copy names this clip, this camera and the chain
+head the camera listed. Every refusal comes before that signature; a clip that fails is
 quarantined or refused, logged in custody and left on the camera. The outcome types are
 in :mod:`~bodycam.dock.report` (and re-exported here).
 
@@ -18,13 +18,10 @@ the session with a reason, and nothing the camera or the store does escapes :met
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
-import errno
 import logging
 import os
 from collections.abc import Callable
-from pathlib import Path
 from typing import TypeVar
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -32,7 +29,6 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from bodycam.daemon.dock.auth import (
     AUTH_DEVICE_CONTEXT,
     AUTH_DOCK_CONTEXT,
-    COMMIT_CONTEXT,
     TIME_CONTEXT,
     DockIdentity,
     sign,
@@ -42,15 +38,10 @@ from bodycam.daemon.dock.auth import (
 from bodycam.daemon.dock.policy import SignedPolicy
 from bodycam.daemon.evidence.errors import EvidenceError
 from bodycam.daemon.evidence.keys import fingerprint, load_device_public_key, raw_public_bytes
-from bodycam.daemon.evidence.manifest import load_manifest
-from bodycam.daemon.evidence.verify import verify_clip
-from bodycam.dock import limits, listing
-from bodycam.dock.fetch import FetchCounters, FetchError, bytes_on_disk, fetch_clip
+from bodycam.dock import listing
+from bodycam.dock.fetch import FetchCounters
+from bodycam.dock.offload import ClipOffload, call
 from bodycam.dock.report import (
-    COMMITTED,
-    KEPT,
-    REFUSED,
-    REJECTED,
     SKIPPED,
     ClipOutcome,
     DockRefused,
@@ -70,9 +61,6 @@ from bodycam.drivers.link.messages import (
     Bye,
     ByeReason,
     Capability,
-    ClipEntry,
-    Commit,
-    CommitAck,
     ConfigAck,
     ConfigPush,
     Hello,
@@ -153,16 +141,10 @@ class _Session:
         self.transcript = b""
         self.device_id = ""
         self.device_key: Ed25519PublicKey | None = None
-        self.progress = Progress()
-        self.stopped: str | None = None  # why no further clip is pulled this session
-        self.planned: set[str] = set()  # names of the clips this session may pull
 
     async def call(self, message: Message, expected: type[_Reply]) -> _Reply:
         """``message``'s reply, which must be an ``expected`` (else the session ends)."""
-        reply = await self.req.call(message)
-        if not isinstance(reply, expected):
-            raise DockRefused(f"expected {expected.__name__}, camera sent {type(reply).__name__}")
-        return reply
+        return await call(self.req, message, expected)
 
     async def run(self) -> None:
         await self.handshake()
@@ -172,27 +154,40 @@ class _Session:
         entries, refused = listing.screen(await listing.list_clips(self.req))
         for entry, problems in refused:
             self.report.clips.append(listing.refuse(self.store, self.device_id, entry, problems))
-        self.planned = {e.name for e in entries}
-        removed = self.store.clean_incoming(self.device_id, keep=self.planned)
+        planned = {e.name for e in entries}  # the clips this session may pull
+        removed = self.store.clean_incoming(self.device_id, keep=planned)
         if removed:
             _log.info("camera %s: removed stale transfers %s", self.device_id, removed)
-        self.progress = Progress(
+        progress = Progress(
             device_id=self.device_id,
             clips_total=len(entries),
             bytes_total=sum(e.total_bytes for e in entries),
         )
+        clips = ClipOffload(
+            self.req,
+            self.store,
+            self.agent.identity,
+            device_id=self.device_id,
+            device_key=self._key(),
+            transcript=self.transcript,
+            clock_offset_s=self.report.clock_offset_s,
+            planned=planned,
+            counters=self.counters,
+            progress=progress,
+            on_progress=self.agent.on_progress,
+        )
         for entry in entries:
-            if self.stopped is not None:
+            if clips.stopped is not None:  # a full disk or a broken store: pull no more
                 self.report.clips.append(
                     ClipOutcome(entry.clip_id.hex(), entry.name, SKIPPED, entry.total_bytes)
                 )
                 continue
-            self.report.clips.append(await self.offload(entry))
-            self.progress.clips_done += 1
-            self._progress()
+            self.report.clips.append(await clips.offload(entry))
+            progress.clips_done += 1
+            clips.progressed()
         await self.finish()
-        if self.stopped is not None:
-            self.report.error = self.stopped
+        if clips.stopped is not None:
+            self.report.error = clips.stopped
 
     async def finish(self) -> None:
         """STATUS and BYE. Every listed clip has been handled: a link lost now is an end."""
@@ -286,153 +281,3 @@ class _Session:
     async def push_policy(self, policy: SignedPolicy) -> None:
         ack = await self.call(ConfigPush(policy=policy.data, signature=policy.signature), ConfigAck)
         self.report.policy_applied = ack.applied
-
-    # ----- one clip -----------------------------------------------------------------------
-
-    async def offload(self, entry: ClipEntry) -> ClipOutcome:
-        """Pull, verify, store and COMMIT one screened entry; every refusal comes first."""
-        clip_id = entry.clip_id.hex()
-        outcome = ClipOutcome(clip_id, entry.name, KEPT, bytes=entry.total_bytes)
-        self.progress.current = entry.name
-        try:
-            stored = self.store.stored_clip_dir(self.device_id, clip_id)
-            if stored is None:
-                problems = await self.pull(entry, outcome)
-                if problems:
-                    return outcome.fail(outcome.status, problems)
-                stored = self.store.stored_clip_dir(self.device_id, clip_id)
-                if stored is None:
-                    return outcome.fail(REJECTED, ["not in the store after accepting it"])
-            else:
-                # Stored by an earlier session (its COMMIT was lost): the same final check
-                # again, against the key registered now, before the camera may delete it.
-                verdict = await asyncio.to_thread(verify_clip, stored, device_key=self._key())
-                if not verdict.ok:
-                    _log.error("clip %s: stored copy fails: %s", clip_id, verdict.problems)
-                    return outcome.fail(REJECTED, verdict.problems)
-                self.progress.bytes_done += entry.total_bytes
-        except FetchError as exc:  # a file that broke its promise: this clip only
-            return outcome.fail(REJECTED, [str(exc)])
-        except (EvidenceError, RemoteError) as exc:
-            # The store refused this clip (StoreError), a stored copy cannot be read, or the
-            # camera answered ERROR for one of its files: the next clip may still go well.
-            _log.error("clip %s: %s", clip_id, exc)
-            return outcome.fail(REJECTED, [str(exc)])
-        except OSError as exc:
-            return outcome.fail(REJECTED, [self._write_failed(entry, exc)])
-        # The last gate before the signature that lets the camera delete its copy.
-        problems = _stored_problems(stored, entry, self.device_id)
-        if problems:
-            _log.error("clip %s: %s", clip_id, "; ".join(problems))
-            return outcome.fail(REJECTED, problems)
-        try:
-            await self.commit(entry, outcome)
-        except RemoteError as exc:
-            _log.error("clip %s: camera refused COMMIT: %s", clip_id, exc)
-            outcome.problems = [f"COMMIT refused: {exc}"]
-        return outcome
-
-    def _write_failed(self, entry: ClipEntry, exc: OSError) -> str:
-        """The dock's own disk failed: free the clip's transfer, stop pulling; the problem."""
-        try:  # the clip's transfer starts over next time; the space goes back now
-            self.store.clean_incoming(self.device_id, keep=self.planned - {entry.name})
-        except (OSError, EvidenceError) as err:
-            _log.error("cannot remove the transfer of %s: %s", entry.name, err)
-        why = os.strerror(exc.errno) if exc.errno else str(exc)
-        if exc.errno == errno.ENOSPC:
-            why = "store full (no space left on device)"
-        problem = f"cannot write clip {entry.name}: {why}"
-        _log.error("camera %s: %s", self.device_id, problem)
-        self.stopped = f"{problem}; the remaining clips stay on the camera"
-        return problem
-
-    async def pull(self, entry: ClipEntry, outcome: ClipOutcome) -> list[str]:
-        """Fetch, verify and store one clip; [] when it was accepted into the store."""
-        clip_id = entry.clip_id.hex()
-        incoming = self.store.incoming_dir(self.device_id, entry.name)
-        need = max(0, limits.fetch_bytes(entry) - bytes_on_disk(incoming))
-        free = self.store.free_bytes()
-        if need > free:
-            reason = f"store full: needs {need}, has {free} free"
-            self.stopped = f"{reason}; the remaining clips stay on the camera"
-            outcome.status = REFUSED
-            listing.refuse(self.store, self.device_id, entry, [reason])
-            return [reason]
-        others = self.store.other_holders(self.device_id, clip_id)
-        if others:
-            # One of the two cameras re-signed the other's clip. Alert, and keep going:
-            # this camera's copy is pulled and checked under its own id like any other.
-            outcome.conflict_with = sorted({o.device_id for o in others})
-            self.store.record_conflict(
-                self.device_id, clip_id, chain_head=entry.chain_head.hex(), others=others
-            )
-        outcome.status = REJECTED
-        result = await fetch_clip(
-            self.req,
-            entry,
-            incoming,
-            device_id=self.device_id,
-            device_key=self._key(),
-            counters=self.counters,
-            on_bytes=self._bytes,
-        )
-        if result.manifest is None:  # fetch_clip ran `verify_clip` with the registered key
-            self.store.quarantine(self.device_id, clip_id, incoming, result.problems)
-            _log.error("clip %s rejected: %s", clip_id, "; ".join(result.problems))
-            return result.problems
-        self.store.accept(
-            self.device_id,
-            clip_id,
-            incoming,
-            segments=len(result.manifest.segments),
-            bytes=result.manifest.total_bytes,
-            chain_head=result.manifest.chain_head,
-            signer=fingerprint(self._key()),
-            dock_id=self.dock_id,
-            clock_offset_s=self.report.clock_offset_s,
-        )
-        return []
-
-    async def commit(self, entry: ClipEntry, outcome: ClipOutcome) -> None:
-        """COMMIT: the camera deletes its copy. Every check is done before this is signed."""
-        key, head = self.agent.identity.key, entry.chain_head
-        signature = sign(key, COMMIT_CONTEXT, self.transcript, entry.clip_id, head)
-        commit = Commit(clip_id=entry.clip_id, chain_head=head, signature=signature)
-        ack = await self.call(commit, CommitAck)
-        if ack.clip_id != entry.clip_id:
-            raise DockRefused(f"camera acknowledged COMMIT of another clip ({ack.clip_id.hex()})")
-        # The camera has deleted it: the report says so whatever the custody log does next.
-        outcome.status = COMMITTED
-        try:
-            self.store.mark_committed(
-                self.device_id,
-                entry.clip_id.hex(),
-                dock_id=self.dock_id,
-                camera=ack.status.name.lower(),
-            )
-        except (EvidenceError, OSError) as exc:
-            # The clip is stored and verified (custody says so); only this mark is missing.
-            # A store that cannot log must not take more clips off cameras this session.
-            problem = f"committed, but the custody log could not record it: {exc}"
-            _log.error("camera %s: clip %s %s", self.device_id, entry.clip_id.hex(), problem)
-            outcome.problems = [problem]
-            self.stopped = f"store: {problem}; the remaining clips stay on the camera"
-
-    def _bytes(self, n: int) -> None:
-        self.progress.bytes_done += n
-        self._progress()
-
-    def _progress(self) -> None:
-        if self.agent.on_progress is not None:
-            self.agent.on_progress(self.progress)
-
-
-def _stored_problems(stored: Path, entry: ClipEntry, device_id: str) -> list[str]:
-    """Why the stored copy may not stand for ``entry`` in a COMMIT (empty: it may)."""
-    if stored.parent.name != device_id:  # clips/<device id>/<name>, this camera's own
-        return [f"stored under {stored.parent.name!r}, not under this camera's id; not committed"]
-    try:
-        _, manifest = load_manifest(stored)
-    except (OSError, EvidenceError) as exc:
-        return [f"the stored copy cannot be read ({exc}); not committed"]
-    return limits.stored_problems(manifest, entry, device_id)

@@ -26,7 +26,7 @@ from bodycam.daemon.telemetry import (
 from bodycam.daemon.telemetry.settings import read_password_file
 from bodycam.dock.agent import DockAgent, DockReport
 from bodycam.dock.bay import log_task_failure, print_report, run_bay
-from bodycam.dock.store import DockStore, StoreError
+from bodycam.dock.store import DockStore
 from bodycam.dock.telemetry import DockTelemetry
 
 __all__ = ["add_dock_parser", "print_report", "run_bay", "run_dock_command"]
@@ -42,7 +42,12 @@ def add_dock_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument(
         "--watch", action="store_true", help="find docked cameras by USB id (needs libusb)"
     )
-    p.add_argument("--store", type=Path, required=True, help="the dock's evidence store")
+    p.add_argument(
+        "--store",
+        type=Path,
+        required=True,
+        help="the dock's evidence store (made by: bodycam store init --store DIR)",
+    )
     p.add_argument(
         "--credentials",
         type=Path,
@@ -106,14 +111,7 @@ def _dock_telemetry(args: argparse.Namespace, dock_id: str) -> DockTelemetry | N
     return DockTelemetry(Telemetry(settings, topics), topics)
 
 
-async def _serve(args: argparse.Namespace) -> int:
-    try:
-        store = DockStore(args.store, retention_days=args.retention_days, create=False)
-    except StoreError:
-        # Created here for `./dev sim` and older set-ups; a dock host runs `bodycam store
-        # init` first. A store that exists but cannot be opened fails again, with its reason.
-        _log.warning("%s: no dock store yet; creating one (see bodycam store init)", args.store)
-        store = DockStore(args.store, retention_days=args.retention_days)
+async def _serve(args: argparse.Namespace, store: DockStore) -> int:
     identity = load_dock_identity(args.credentials)
     policy = _load_policy(args.policy)
     telemetry = _dock_telemetry(args, identity.dock_id)
@@ -178,4 +176,8 @@ def run_dock_command(args: argparse.Namespace) -> int:
     )
     if not args.port and not args.watch:
         raise SystemExit("bodycam dock: give --port PATH (one per bay) or --watch")
-    return asyncio.run(_serve(args))
+    # Never created here: its retention is the force's decision, made once by `bodycam store
+    # init`. A mistyped --store fails now (a StoreError, one line from `bodycam`), before any
+    # port is opened, instead of quietly making a store with the default retention.
+    store = DockStore(args.store, retention_days=args.retention_days, create=False)
+    return asyncio.run(_serve(args, store))

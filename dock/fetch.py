@@ -8,6 +8,11 @@ directory is resumed from its size (the bytes there were fsynced when the previo
 ended); its SHA-256 covers the old bytes and the new, so a torn resume is caught and the
 file fetched again from the start.
 
+Every incoming file is opened without following a symbolic link, in its directory opened
+the same way, and must be a regular file with no other name: a link or a FIFO planted in
+``incoming/`` on the dock host is never written through (:class:`UnsafeTarget`, a problem
+for that clip), so nothing the dock receives lands outside its store.
+
 :func:`fetch_clip` runs one clip's transfer in the order that lets nothing be believed
 early: the listed head files first (sizes bounded by the listing checks), the manifest
 checked against its listed hash and the camera's *registered* key, its segment sizes
@@ -20,9 +25,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import hashlib
 import logging
 import os
+import stat
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -58,6 +65,54 @@ class FetchError(Exception):
         self.problem = problem
 
 
+class UnsafeTarget(FetchError):  # noqa: N818 - a FetchError, named for what it found
+    """An incoming file's place holds something that is not the dock's own regular file.
+
+    Only someone on the dock host can put it there (a symbolic link, a FIFO, a directory, a
+    second hard link): the clip fails at once, without a retry, and nothing is written.
+    """
+
+
+# O_NOFOLLOW: a symbolic link in the final place fails (ELOOP) instead of being followed.
+# O_NONBLOCK: opening a FIFO planted there cannot wait for a reader (no effect on files).
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_FILE_FLAGS = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+_UNSAFE_ERRNOS = (errno.ELOOP, errno.ENOTDIR, errno.EISDIR, errno.ENXIO)
+
+
+def open_incoming(path: Path) -> int:
+    """Open (creating, mode 0600) the incoming file ``path`` to write: never through a link.
+
+    Raises:
+        UnsafeTarget: ``path`` or its directory is a symbolic link, or ``path`` is not a
+            regular file with one name.
+        OSError: Any other failure (a full disk, a missing directory).
+    """
+    try:
+        dir_fd = os.open(path.parent, _DIR_FLAGS)
+    except OSError as exc:
+        if exc.errno in _UNSAFE_ERRNOS:
+            raise UnsafeTarget(
+                path, "its directory is a symbolic link or no directory; not written"
+            ) from None
+        raise
+    try:
+        fd = os.open(path.name, _FILE_FLAGS, 0o600, dir_fd=dir_fd)
+    except OSError as exc:
+        if exc.errno in _UNSAFE_ERRNOS:
+            why = "a symbolic link" if exc.errno == errno.ELOOP else "no regular file"
+            raise UnsafeTarget(path, f"{why} in the incoming directory; not written") from None
+        raise
+    finally:
+        os.close(dir_fd)
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
+        os.close(fd)
+        what = "a hard link" if stat.S_ISREG(st.st_mode) else "no regular file"
+        raise UnsafeTarget(path, f"{what} in the incoming directory; not written")
+    return fd
+
+
 @dataclass(frozen=True)
 class FileJob:
     """One file to pull: where it comes from on the camera and where it goes here."""
@@ -82,7 +137,7 @@ class _Target:
     def __init__(self, job: FileJob) -> None:
         self.job = job
         self.hasher = hashlib.sha256()
-        self.fd = os.open(job.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        self.fd = open_incoming(job.path)
         size = os.fstat(self.fd).st_size
         if size > job.size or job.sha256 is None:
             os.ftruncate(self.fd, 0)  # unvouched files are small: always fetch them whole
@@ -300,6 +355,8 @@ async def fetch_clip(
         try:
             await fetch_files(requester, entry.clip_id, jobs, counters=counters, on_bytes=on_bytes)
             break
+        except UnsafeTarget as exc:  # trying again would meet the same planted thing
+            return ClipFetch(None, [str(exc)])
         except FetchError as exc:
             # Once could be the link (CRC-32 misses 1 in 4 billion); twice is the file.
             _log.warning("clip %s: %s (attempt %d)", entry.clip_id.hex(), exc, attempt)

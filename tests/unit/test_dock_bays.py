@@ -12,15 +12,18 @@ from typing import Any, cast
 
 import pytest
 
+from bodycam.daemon.cli import main as bodycam_main
 from bodycam.daemon.dock.auth import create_dock_identity
 from bodycam.daemon.evidence.keys import generate_device_key
 from bodycam.daemon.telemetry import DockTopics, Telemetry
 from bodycam.dock import agent as agent_module
+from bodycam.dock import cli as dock_cli
 from bodycam.dock import report as report_module
 from bodycam.dock.agent import ClipOutcome, DockReport
 from bodycam.dock.bay import log_task_failure, print_report, run_bay
 from bodycam.dock.cli import add_dock_parser, run_dock_command
 from bodycam.dock.store import DockStore, StoreError
+from bodycam.dock.store_config import StoreConfig
 from bodycam.dock.telemetry import DockTelemetry
 from tests.unit.evidence_helpers import Keys
 from tests.unit.test_dock_agent_bounds import DEVICE, Rig, camera_on_pty, make_rig
@@ -207,14 +210,20 @@ def test_camera_text_is_printed_without_control_characters(
     assert "evil?[2J? text" in out
 
 
-def test_dock_once_on_a_missing_port_exits_1_with_a_line(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def dock_credentials(tmp_path: Path) -> Path:
     authority = tmp_path / "force" / "authority.key"
     generate_device_key(authority)
     credentials = tmp_path / "credentials"
     credentials.mkdir()
     create_dock_identity(credentials, "dock-bay-1", authority, days=30, now=dt.datetime.now(dt.UTC))
+    return credentials
+
+
+def test_dock_once_on_a_missing_port_exits_1_with_a_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    credentials = dock_credentials(tmp_path)
+    DockStore.init(tmp_path / "store", StoreConfig(retention_days=45))
     parser = argparse.ArgumentParser()
     add_dock_parser(parser.add_subparsers())
     args = parser.parse_args(
@@ -232,4 +241,43 @@ def test_dock_once_on_a_missing_port_exits_1_with_a_line(
     assert run_dock_command(args) == 1
     out = capsys.readouterr().out
     assert f"{tmp_path / 'ttyACM7'}: unknown camera: refused:" in out
-    assert DockStore(tmp_path / "store", create=False).retention_days == 31
+    # The store's own settings stand: the dock neither re-creates nor rewrites them.
+    assert DockStore(tmp_path / "store", create=False).retention_days == 45
+
+
+@pytest.mark.parametrize("made", ["missing", "empty directory"])
+def test_dock_without_a_store_is_one_line_and_opens_no_port(
+    tmp_path: Path,
+    made: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    credentials = dock_credentials(tmp_path)
+    store = tmp_path / "var-lib-bodycam-dock"  # a mistyped --store, or `store init` skipped
+    if made == "empty directory":
+        store.mkdir()
+    opened: list[str] = []
+
+    async def fake_run_bay(path: str, *args: object, **kwargs: object) -> list[DockReport]:
+        opened.append(path)
+        return []
+
+    monkeypatch.setattr(dock_cli, "run_bay", fake_run_bay)
+    port = str(tmp_path / "ttyACM0")
+    argv = ["dock", "--port", port, "--store", str(store), "--credentials", str(credentials)]
+    assert bodycam_main([*argv, "--once"]) == 1
+    err = capsys.readouterr().err
+    assert err == (
+        f"bodycam: error: {store}: not a dock store (no custody.jsonl); "
+        f"create one with: bodycam store init --store {store}\n"
+    )
+    assert opened == []
+    # Nothing was made in its place: not the directory, not a file in it.
+    if made == "empty directory":
+        assert list(store.iterdir()) == []
+    else:
+        assert not store.exists()
+    # Once the store exists, the same command gets as far as its bays.
+    DockStore.init(store, StoreConfig())
+    assert bodycam_main([*argv, "--once"]) == 0
+    assert opened == [port]
