@@ -26,6 +26,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -574,21 +575,63 @@ def dock_args(
     return [*args, "--once"] if once else args
 
 
+# Runs the dock as its own child and reports that child's peak RSS. A process's ru_maxrss
+# keeps the high-water mark of the memory it had before exec: a dock forked straight from
+# a 200 MB pytest would be charged 200 MB. Forked from this small launcher instead, only the
+# launcher's few MB come before the dock's own.
+_LAUNCHER = """
+import os, resource, signal, subprocess, sys
+report = sys.argv[1]
+child = subprocess.Popen(sys.argv[2:])
+with open(report + ".pid", "w") as stream:
+    stream.write(str(child.pid))
+signal.signal(signal.SIGTERM, lambda *_: child.kill())
+code = child.wait()
+with open(report, "w") as stream:
+    stream.write(str(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss))
+if code < 0:  # die of the dock's signal, as the dock did
+    if -code != signal.SIGKILL:
+        signal.signal(-code, signal.SIG_DFL)
+    os.kill(os.getpid(), -code)
+sys.exit(code)
+"""
+
+
 class DockProcess:
-    """``python -m bodycam.daemon.cli ARGS`` with its output in files under ``log_dir``."""
+    """``python -m bodycam.daemon.cli ARGS`` with its output in files under ``log_dir``.
+
+    ``pid`` is the dock's own process (what a power cut kills, what /proc describes).
+    """
 
     def __init__(self, args: Sequence[str], log_dir: Path) -> None:
         log_dir.mkdir(parents=True, exist_ok=True)
         n = sum(1 for _ in log_dir.glob("*.out"))
         self.out, self.err = log_dir / f"{n:02d}.out", log_dir / f"{n:02d}.err"
+        self._report = log_dir / f"{n:02d}.maxrss"
         with self.out.open("wb") as out, self.err.open("wb") as err:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "bodycam.daemon.cli", *args],
+                [
+                    sys.executable,
+                    "-c",
+                    _LAUNCHER,
+                    str(self._report),
+                    *(sys.executable, "-m", "bodycam.daemon.cli", *args),
+                ],
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=err,
             )
-        self.pid = self.proc.pid
+        self.pid = self._dock_pid(self._report.with_name(self._report.name + ".pid"))
+
+    def _dock_pid(self, path: Path) -> int:
+        # Bounded: the launcher writes it right after starting the dock.
+        for _ in range(6000):
+            with contextlib.suppress(FileNotFoundError, ValueError):
+                return int(path.read_text())
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"the dock launcher exited early: {self.err.read_text()}")
+            time.sleep(0.01)
+        raise RuntimeError("the dock launcher never started the dock")
 
     def status_bytes(self, name: str) -> int:
         """A size from /proc/PID/status (VmHWM, VmRSS), in bytes."""
@@ -602,26 +645,23 @@ class DockProcess:
             os.kill(self.pid, signal.SIGKILL)
 
     async def wait(self, timeout_s: float = 120.0) -> DockRun:
-        """Reap the process (killing it at the deadline) with its own resource usage."""
+        """Reap the dock (killing it at the deadline), with its own peak memory."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
         timed_out = False
-        while True:
-            pid, status, usage = os.wait4(self.pid, os.WNOHANG)  # noqa: ASYNC222 - WNOHANG never blocks
-            if pid:
-                break
+        while self.proc.poll() is None:
             if loop.time() > deadline:
                 timed_out = True
                 self.kill()
-                pid, status, usage = await asyncio.to_thread(os.wait4, self.pid, 0)
+                await asyncio.to_thread(self.proc.wait)
                 break
             await asyncio.sleep(0.05)
-        self.proc.returncode = os.waitstatus_to_exitcode(status)
+        peak_kib = int(self._report.read_text()) if self._report.exists() else 0
         return DockRun(
             self.proc.returncode,
             self.out.read_text(errors="replace"),
             self.err.read_text(errors="replace"),
-            usage.ru_maxrss * 1024,
+            peak_kib * 1024,
             timed_out,
         )
 
