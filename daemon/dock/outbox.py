@@ -23,7 +23,7 @@ from bodycam.daemon.evidence.fsio import fsync_dir
 from bodycam.daemon.evidence.journal import JOURNAL_NAME
 from bodycam.daemon.evidence.manifest import MANIFEST_NAME, SIGNATURE_NAME, load_manifest
 from bodycam.daemon.evidence.schema import parse_utc
-from bodycam.daemon.evidence.verify import is_clip_dir
+from bodycam.daemon.evidence.verify import is_clip_dir, unlisted_segment_files
 from bodycam.drivers.link.errors import ProtocolError
 from bodycam.drivers.link.messages import ClipEntry, ErrorCode, FileKind
 
@@ -59,6 +59,17 @@ def _load(directory: Path) -> OutboxClip | None:
         # Offered anyway? No: a manifest the camera cannot parse, the dock cannot verify.
         # It stays on the card (never deleted) and is reported here.
         _log.error("not offering %s to the dock: %s", directory.name, exc)
+        return None
+    unlisted = unlisted_segment_files(directory, manifest)
+    if unlisted:
+        # The dock would receive only the listed files, find them good and COMMIT, and the
+        # deletion would take the unlisted ones with it, unseen. `bodycam verify` fails such a
+        # clip; it stays on the card for someone to look at.
+        _log.error(
+            "not offering %s to the dock: %s not listed in its manifest (added?)",
+            directory.name,
+            ", ".join(unlisted[:5]),
+        )
         return None
     signature_size = _file_size(directory / SIGNATURE_NAME)
     clip_id = bytes.fromhex(manifest.clip_id)

@@ -97,13 +97,26 @@ def check_clip(
         problem = _check_segment(directory / entry.name, entry, clip_id)
         if problem is not None:
             _bad_segment(verdict, entry.name, problem)
-    listed = {entry.name for entry in manifest.segments}
-    for name in sorted(child.name for child in directory.iterdir()):
-        if name.startswith("seg-") and name not in listed:
-            _bad_segment(verdict, name, "not listed in the manifest (added?)")
+    for name in unlisted_segment_files(directory, manifest):
+        _bad_segment(verdict, name, "not listed in the manifest (added?)")
     _check_continues(directory, manifest, verdict)
     verdict.ok = not verdict.problems
     return verdict, manifest
+
+
+def unlisted_segment_files(directory: Path, manifest: Manifest) -> list[str]:
+    """Segment files in ``directory`` that ``manifest`` does not list (added, or left over).
+
+    The signature covers only what the manifest lists, so such a file is footage (or a
+    forgery) no verifier can vouch for: verification fails on it, and the camera does not
+    offer the clip to a dock, whose copy would hold only the listed files and pass.
+    """
+    listed = {entry.name for entry in manifest.segments}
+    return [
+        name
+        for name in sorted(child.name for child in directory.iterdir())
+        if name.startswith("seg-") and name not in listed
+    ]
 
 
 def _bad_segment(verdict: ClipVerdict, name: str, problem: str) -> None:

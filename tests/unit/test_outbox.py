@@ -88,6 +88,19 @@ def test_clip_with_an_unparseable_manifest_is_not_offered(
     assert broken.directory.is_dir()  # kept on the card, never deleted
 
 
+@pytest.mark.parametrize("extra", ["seg-000003.bcs", "seg-000003.bcs.part"])
+def test_clip_holding_a_segment_its_manifest_does_not_list_is_not_offered(
+    clips_dir: Path, outbox: Outbox, keys: Keys, extra: str
+) -> None:
+    # The dock would get only the listed files, find them good and COMMIT: the delete would
+    # take the unlisted file with it, though no signature vouches for it.
+    good = _write(clips_dir, keys, 1)
+    added = _write(clips_dir, keys, 2)
+    shutil.copyfile(added.directory / "seg-000000.bcs", added.directory / extra)
+    assert [c.clip_id.hex() for c in outbox.refresh()] == [good.clip_id]
+    assert (added.directory / extra).is_file()  # kept on the card, never deleted
+
+
 def test_entry_describes_the_files_on_the_card(clips_dir: Path, outbox: Outbox, keys: Keys) -> None:
     clip = _write(clips_dir, keys, 1)
     (listed,) = outbox.refresh()
