@@ -82,6 +82,7 @@ class _Pending:
     future: asyncio.Future[Message]
     sent_at: float = 0.0
     tries: int = 0
+    lost: bool = False  # evidently lost (a later request was answered): resend at once
 
 
 class Requester:
@@ -118,6 +119,7 @@ class Requester:
         # Unanswered requests are at most a window, so the gaps are bounded without a cap.
         self._answered = CumulativeAck(initial_seq - 1)
         self._slots = asyncio.Semaphore(window)
+        self._resend = asyncio.Event()  # wakes the retry loop for requests evidently lost
         self._failure: BaseException | None = None
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -177,7 +179,17 @@ class Requester:
             int(pending.message.TYPE), pending.payload, seq=pending.seq, ack=self._answered.value
         )
         try:
-            await send_frame(self.link, self._lock, parts, self.stats)
+            # A peer that takes no bytes for silence_s (its side of the link full, itself
+            # stuck) is as gone as one that sends none: a write never waits for ever.
+            async with asyncio.timeout(self.silence_s):
+                await send_frame(self.link, self._lock, parts, self.stats)
+        except TimeoutError:
+            stuck = PeerSilentError(
+                f"{self.link.name}: peer took no bytes for {self.silence_s:.1f} s "
+                f"({pending.message.TYPE.name} not sent)"
+            )
+            self._fail_all(stuck)
+            raise stuck from None
         except LinkClosedError as exc:
             self._fail_all(exc)
             raise
@@ -227,15 +239,20 @@ class Requester:
                 else:
                     pending.future.set_result(reply)
         # Requests sent before this one and still unanswered were lost on the way: the link
-        # keeps order, so resend them now rather than after the timeout.
-        for earlier in list(self._pending.values()):
-            if earlier.seq != frame.seq and earlier.sent_at < pending.sent_at:
-                self.stats.retries += 1
-                await self._transmit(earlier)
+        # keeps order, so resend them now rather than after the timeout. The retry loop
+        # writes them: the read loop never waits on a write, or a peer that stops reading
+        # while its replies fill our side would stall both ends.
+        for earlier in self._pending.values():
+            if earlier.sent_at < pending.sent_at:
+                earlier.lost = True
+                self._resend.set()
 
     async def _retry_loop(self) -> None:
         while True:
-            await asyncio.sleep(self.retry_s / 4)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.retry_s / 4):
+                    await self._resend.wait()
+            self._resend.clear()
             now = time.monotonic()
             if self._pending and now - self._last_heard > self.silence_s:
                 oldest = next(iter(self._pending.values()))
@@ -247,8 +264,9 @@ class Requester:
                 )
                 return
             for pending in list(self._pending.values()):
-                if now - pending.sent_at < self.retry_s:
+                if not pending.lost and now - pending.sent_at < self.retry_s:
                     continue
+                pending.lost = False
                 self.stats.retries += 1
                 with contextlib.suppress(LinkClosedError):
                     await self._transmit(pending)

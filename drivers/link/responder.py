@@ -27,7 +27,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from bodycam.drivers.interfaces import ByteLink
+from bodycam.drivers.interfaces import ByteLink, LinkClosedError
 from bodycam.drivers.link.errors import ProtocolError
 from bodycam.drivers.link.frame import FLAG_IGNORABLE, MAX_PAYLOAD, Deframer, Frame, encode_frame
 from bodycam.drivers.link.messages import (
@@ -131,7 +131,8 @@ class Responder:
         """Answer until the peer says BYE (returns) or goes silent (returns).
 
         Raises:
-            LinkClosedError: The link went away (the dock vanished or was unplugged).
+            LinkClosedError: The link went away (the dock vanished or was unplugged), or the
+                dock took no bytes for ``idle_timeout_s``.
         """
         loop = asyncio.get_running_loop()
         deframer = self._deframer
@@ -181,7 +182,7 @@ class Responder:
         cached = self._cache.get(frame.seq)
         if cached is not None and cached.digest == digest:
             self.stats.replays += 1
-            await send_frame(self.link, self._lock, cached.parts, self.stats)
+            await self._send(cached.parts)
             return False
         try:
             message: Message | ProtocolError = decode_message(frame.type, frame.payload)
@@ -222,8 +223,19 @@ class Responder:
                 self._cache.popitem(last=False)
             if reply.TYPE == MsgType.DATA:
                 self.stats.data_bytes_sent += len(payload)
-            await send_frame(self.link, self._lock, parts, self.stats)
+            await self._send(parts)
         return ended
+
+    async def _send(self, parts: Parts) -> None:
+        # A dock that takes no bytes for as long as it may stay silent is gone (or wedged):
+        # the camera ends the session instead of waiting in a write for ever.
+        try:
+            async with asyncio.timeout(self.idle_timeout_s):
+                await send_frame(self.link, self._lock, parts, self.stats)
+        except TimeoutError:
+            raise LinkClosedError(
+                f"{self.link.name}: dock took no bytes for {self.idle_timeout_s:.0f} s"
+            ) from None
 
     async def _answer(
         self, frame: Frame, message: Message | ProtocolError

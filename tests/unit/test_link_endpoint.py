@@ -684,3 +684,49 @@ def test_the_endpoint_module_still_exports_both_sides() -> None:
         assert getattr(endpoint, name) is not None
     with pytest.raises(AttributeError):
         _ = endpoint.NoSuchName  # type: ignore[attr-defined]
+
+
+# ----- a peer that takes no bytes ---------------------------------------------------------------
+
+
+class WedgedLink:
+    """A link whose far end stopped reading: every write waits for ever; reads give ``inbound``."""
+
+    name = "wedged"
+
+    def __init__(self, inbound: bytes = b"") -> None:
+        self.inbound = inbound
+        self.writes_started = 0
+
+    async def read(self) -> bytes:
+        if self.inbound:
+            data, self.inbound = self.inbound, b""
+            return data
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+    async def write(self, *chunks: bytes | bytearray | memoryview) -> None:
+        self.writes_started += 1
+        await asyncio.Event().wait()
+
+    def close(self) -> None:
+        pass
+
+
+async def test_a_peer_that_takes_no_bytes_is_silent_not_a_hang() -> None:
+    link = WedgedLink()
+    async with Requester(link, retry_s=0.05, silence_s=0.2) as req:
+        async with asyncio.timeout(30):  # a hang guard only; the bound under test is silence_s
+            with pytest.raises(PeerSilentError, match="took no bytes"):
+                await req.call(StatusReq())
+        with pytest.raises(PeerSilentError):
+            await req.call(StatusReq())  # the session is over, not waiting again
+    assert link.writes_started == 1
+
+
+async def test_the_camera_ends_a_session_whose_dock_takes_no_bytes() -> None:
+    link = WedgedLink(inbound=raw(StatusReq(), seq=1))
+    responder = Responder(link, Camera(), idle_timeout_s=0.2)
+    async with asyncio.timeout(30):  # a hang guard only
+        with pytest.raises(LinkClosedError, match="took no bytes"):
+            await responder.run()
