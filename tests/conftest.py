@@ -1,8 +1,9 @@
-"""Suite-wide checks that must run before any plugin acts on the command line."""
+"""Suite-wide hooks: the command line checked before any plugin acts on it, and the slow half."""
 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
@@ -26,3 +27,14 @@ def pytest_configure(config: pytest.Config) -> None:
         Config(lg_env)
     except (InvalidConfigError, NoConfigFoundError) as exc:
         raise pytest.UsageError(f"--lg-env {lg_env}: {exc}") from None
+
+
+_ACCEPTANCE = Path(__file__).parent / "acceptance"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # The acceptance suite drives whole daemons in their own processes: it belongs to the slow
+    # half, which `./dev test` runs after the fast one (a failure in the fast half shows first).
+    for item in items:
+        if item.path.is_relative_to(_ACCEPTANCE):
+            item.add_marker(pytest.mark.slow)

@@ -25,6 +25,9 @@ import yaml
 from bodycam.sim.broker import free_port
 from tests.server_process import listening, ser2net_command, server
 
+# Its own processes and real time: in the slow half of the suite (./dev test runs it second).
+pytestmark = pytest.mark.slow
+
 REPO = Path(__file__).resolve().parents[2]
 SIM_ENV = REPO / "tests" / "acceptance" / "envs" / "sim.yaml"
 PLACE = "bodycam-bench-1"
@@ -141,7 +144,6 @@ _TemplateLoader.add_constructor("!template", _load_template)
 _TemplateDumper.add_representer(_Template, _dump_template)
 
 
-@pytest.mark.slow
 def test_the_whole_suite_passes_through_labgrid_on_the_simulator(tmp_path: Path) -> None:
     run = run_suite(tmp_path, SIM_ENV)
     assert run.returncode == 0, run.output[-6000:]

@@ -55,6 +55,9 @@ from tests.unit.systemd_helpers import (
     run_tool,
 )
 
+# Its own processes and real time: in the slow half of the suite (./dev test runs it second).
+pytestmark = pytest.mark.slow
+
 HARDWARE_DOC = REPO / "docs" / "hardware.md"
 DEVICE_ID = "MET-BWV-004711"  # the id the docs enrol
 DOCK_ID = "DOCK-01"

@@ -42,6 +42,9 @@ from tests.rogue_camera import (
     stored_copy,
 )
 
+# Its own processes and real time: in the slow half of the suite (./dev test runs it second).
+pytestmark = pytest.mark.slow
+
 DEVICE = "BODYCAM-CUT-01"
 
 

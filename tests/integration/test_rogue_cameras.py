@@ -87,6 +87,9 @@ from tests.rogue_camera import (
     tree_bytes,
 )
 
+# Its own processes and real time: in the slow half of the suite (./dev test runs it second).
+pytestmark = pytest.mark.slow
+
 HONEST = "BODYCAM-HONEST-01"
 ROGUE = "BODYCAM-ROGUE-01"
 # The dock's peak RSS (ru_maxrss of its process). An honest docking peaks near 90 MB
