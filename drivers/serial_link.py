@@ -179,9 +179,27 @@ class FdLink:
                 if not data:
                     raise self._gone("read", "end of file (peer hung up)")
                 self._reads_in_a_row += 1
-                return data
+                return self._read_more(data)
         finally:
             self._reading = False
+
+    def _read_more(self, data: bytes) -> bytes:
+        # A tty hands over at most its line discipline's buffer (4 KiB) per read: take what
+        # else is already there now, without waiting, so that a 64 KiB frame costs a few
+        # wake-ups of the event loop instead of sixteen.
+        if len(data) >= self._read_size:
+            return data
+        parts, size = [data], len(data)
+        while size < self._read_size:
+            try:
+                more = os.read(self._fd, self._read_size - size)
+            except OSError:  # nothing more yet, or a fault the next read() reports
+                break
+            if not more:
+                break
+            parts.append(more)
+            size += len(more)
+        return data if len(parts) == 1 else b"".join(parts)
 
     async def write(self, *chunks: bytes | bytearray | memoryview) -> None:
         """Write every chunk, in order, with gathered writes; return once the kernel has all.

@@ -6,6 +6,7 @@ import asyncio
 import errno
 import os
 import random
+import socket
 import threading
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -116,6 +117,26 @@ async def test_read_returns_at_most_read_size() -> None:
     finally:
         small.close()
         os.close(pty.slave_fd)
+
+
+async def test_one_read_takes_everything_already_there() -> None:
+    # A tty's line discipline hands over at most 4 KiB per read(2); a frame of 64 KiB that
+    # has arrived must not cost one event-loop wake-up per 4 KiB. A packet socket gives
+    # exactly one packet per read(2), so it shows whether read() took the rest as well.
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    link = FdLink(ours.detach(), "packets", read_size=2000)
+    try:
+        for n in range(4):
+            theirs.send(bytes([n]) * 1000)
+        async with asyncio.timeout(TIMEOUT):
+            first = await link.read()
+            second = await link.read()
+        # As much as read_size allows, nothing lost or reordered.
+        assert first == b"\x00" * 1000 + b"\x01" * 1000
+        assert second == b"\x02" * 1000 + b"\x03" * 1000
+    finally:
+        link.close()
+        theirs.close()
 
 
 async def test_writer_blocks_until_the_reader_reads(wire: Wire) -> None:
