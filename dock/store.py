@@ -377,8 +377,9 @@ class DockStore:
     def clean_incoming(self, device_id: str, keep: set[str]) -> list[str]:
         """Remove ``device_id``'s transfers whose names are not in ``keep``; return those names.
 
-        The agent calls it after LIST with the names the camera still holds: a transfer of a
-        clip the camera no longer lists can never finish.
+        The agent calls it after LIST with the names the camera still holds (a transfer of a
+        clip the camera no longer lists can never finish), and after a failed write with the
+        failed clip left out (its space goes back at once; it starts over next time).
         """
         return store_incoming.clean_incoming(self, check_name(device_id, "device id"), keep)
 

@@ -157,7 +157,7 @@ def clean_incoming(store: DockStore, device_id: str, keep: set[str]) -> list[str
             removed.append(child.name)
     if removed:
         _log.info(
-            "%s: removed %d transfer(s) the camera no longer lists: %s",
+            "%s: removed %d transfer(s) that will not be resumed: %s",
             device_id,
             len(removed),
             ", ".join(removed[:10]),
