@@ -181,6 +181,7 @@ class Connection:
         await self._publish(client, self.topics.online, ONLINE, qos=1, retain=True)
         pending.resend_all()
         while True:
+            _raise_if_cancelled()
             pending.wake.clear()
             due, wait = pending.due(self.clock())
             for topic in due:
@@ -196,9 +197,7 @@ class Connection:
                 await self._send_events(client, batch)
             if due or batch or progress is not None:
                 continue  # look again before sleeping: more may have come meanwhile
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(min(wait, pending.state_interval_s)):
-                    await pending.wake.wait()
+            await _wait_for(pending.wake, min(wait, pending.state_interval_s))
 
     async def _send_events(self, client: aiomqtt.Client, batch: list[QueuedEvent]) -> None:
         # Tasks start in creation order, so the publishes hit the socket in queue order.
@@ -220,3 +219,30 @@ class Connection:
     ) -> None:
         await client.publish(topic, payload, qos=qos, retain=retain)
         self.published += 1
+
+
+def _raise_if_cancelled() -> None:
+    """Raise CancelledError if this task was asked to stop and an await swallowed it.
+
+    On Python 3.11, ``asyncio.wait_for`` (which aiomqtt's ``publish`` waits with) returns
+    normally when its future completes in the same turn of the loop as a cancel: the cancel
+    is lost, and a loop that goes on to wait again would wait for ever, its task group
+    having cancelled it once already. ``Task.cancelling()`` still counts the request.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
+async def _wait_for(event: asyncio.Event, timeout_s: float) -> None:
+    """Wait until ``event`` is set or ``timeout_s`` has passed, whichever comes first.
+
+    ``asyncio.wait`` cancels nothing of its own, so a cancel from outside always comes
+    through (on Python 3.11 ``asyncio.timeout()`` may take such a cancel for its own when
+    both land in the same turn of the loop).
+    """
+    waiter = asyncio.ensure_future(event.wait())
+    try:
+        await asyncio.wait({waiter}, timeout=timeout_s)
+    finally:
+        waiter.cancel()
