@@ -162,34 +162,35 @@ def _mask(report: InstallReport, unit: str) -> None:
     report.masked.append(link)
 
 
-def _sysusers(report: InstallReport, conf: Path) -> None:
-    tool = shutil.which("systemd-sysusers")
+def _run_tool(
+    report: InstallReport, name: str, args: list[str], *, missing: str
+) -> subprocess.CompletedProcess[str] | None:
+    """Run systemd's ``name`` on the image root; None (and ``missing`` noted) if absent."""
+    tool = shutil.which(name)
     if tool is None:
-        report.notes.append(
-            "systemd-sysusers not found here: the service user is created at first boot"
-        )
-        return
-    result = subprocess.run(  # noqa: S603 - fixed tool, paths we wrote
-        [tool, f"--root={report.root}", str(conf)], capture_output=True, text=True, check=False
+        report.notes.append(f"{name} not found here: {missing}")
+        return None
+    return subprocess.run(  # noqa: S603 - fixed tool, paths we wrote
+        [tool, f"--root={report.root}", *args], capture_output=True, text=True, check=False
     )
-    if result.returncode != 0:
+
+
+def _sysusers(report: InstallReport, conf: Path) -> None:
+    result = _run_tool(
+        report, "systemd-sysusers", [str(conf)], missing="the service user is created at first boot"
+    )
+    if result is not None and result.returncode != 0:
         raise ConfigError(f"install: systemd-sysusers failed: {result.stderr.strip()}")
 
 
 def _tmpfiles(report: InstallReport, conf: Path) -> None:
-    tool = shutil.which("systemd-tmpfiles")
-    if tool is None:
-        report.notes.append(
-            "systemd-tmpfiles not found here: directory owners are set at first boot"
-        )
-        return
-    result = subprocess.run(  # noqa: S603 - fixed tool, paths we wrote
-        [tool, f"--root={report.root}", "--create", str(conf)],
-        capture_output=True,
-        text=True,
-        check=False,
+    result = _run_tool(
+        report,
+        "systemd-tmpfiles",
+        ["--create", str(conf)],
+        missing="directory owners are set at first boot",
     )
-    if result.returncode == 0:
+    if result is None or result.returncode == 0:
         return
     problems = result.stderr.strip().splitlines()
     # Only root may hand a directory to the service user; the modes are set all the same,
